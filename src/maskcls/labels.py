@@ -1,0 +1,151 @@
+"""The 18-class label scheme: mask state x gender x age band.
+
+A class id is ``mask * 6 + gender * 3 + age_band``. Everything that turns
+people into labels (age thresholds, relabelling, file-name parsing) lives here
+so that training, evaluation and serving agree on one definition.
+"""
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+NUM_CLASSES = 18
+DEFAULT_AGE_THRESHOLDS = (30, 60)
+
+
+class Mask(IntEnum):
+    WEAR = 0
+    INCORRECT = 1
+    NOT_WEAR = 2
+
+
+class Gender(IntEnum):
+    MALE = 0
+    FEMALE = 1
+
+
+class AgeBand(IntEnum):
+    YOUNG = 0  # < first threshold (30)
+    MIDDLE = 1  # first threshold .. second threshold - 1 (30-59)
+    OLD = 2  # >= second threshold (60)
+
+
+HEAD_SIZES = {"mask": len(Mask), "gender": len(Gender), "age": len(AgeBand)}
+
+# mask1..mask5 are correctly worn; extra copies (incorrect_mask2, normal3,
+# written by `maskcls prepare upsample`) map by their prefix.
+_STEM = re.compile(r"^(?:(?P<wear>mask)\d+|(?P<incorrect>incorrect_mask)\d*|(?P<normal>normal)\d*)$")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def encode(mask, gender, age_band):
+    """Class id from the three axes; works on ints and numpy arrays alike."""
+    if isinstance(mask, np.ndarray):
+        return mask * 6 + np.asarray(gender) * 3 + np.asarray(age_band)
+    return int(mask) * 6 + int(gender) * 3 + int(age_band)
+
+
+def decode(class_id):
+    """(mask, gender, age_band) from a class id (int or numpy array)."""
+    if isinstance(class_id, np.ndarray):
+        return class_id // 6, (class_id // 3) % 2, class_id % 3
+    c = int(class_id)
+    if not 0 <= c < NUM_CLASSES:
+        raise ValueError(f"class id {c} is outside 0..{NUM_CLASSES - 1}")
+    return Mask(c // 6), Gender((c // 3) % 2), AgeBand(c % 3)
+
+
+def describe(class_id: int) -> dict:
+    """Readable labels of one class id, as served and written in CSVs."""
+    m, g, a = decode(class_id)
+    return {"class_id": int(class_id), "mask": m.name.lower(), "gender": g.name.lower(), "age": age_name(a)}
+
+
+def age_name(band: int, thresholds: Sequence[int] = DEFAULT_AGE_THRESHOLDS) -> str:
+    lo, hi = thresholds
+    return [f"<{lo}", f"{lo}-{hi - 1}", f">={hi}"][int(band)]
+
+
+def age_band(age, thresholds: Sequence[int] = DEFAULT_AGE_THRESHOLDS):
+    """Age band of an age (or array of ages) for thresholds ``(lo, hi)``."""
+    lo, hi = int(thresholds[0]), int(thresholds[1])
+    if not lo < hi:
+        raise ValueError(f"age thresholds must rise, got {list(thresholds)}")
+    if isinstance(age, (np.ndarray, pd.Series)):
+        return np.where(np.asarray(age) < lo, 0, np.where(np.asarray(age) < hi, 1, 2))
+    return AgeBand(0 if age < lo else (1 if age < hi else 2))
+
+
+def parse_gender(text: str) -> Gender:
+    t = str(text).strip().lower()
+    if t in ("male", "m", "0"):
+        return Gender.MALE
+    if t in ("female", "f", "1"):
+        return Gender.FEMALE
+    raise ValueError(f"unknown gender {text!r} (expected male or female)")
+
+
+def mask_from_stem(stem: str) -> Mask | None:
+    """Mask state from a photo's file stem, or None if the name is unknown."""
+    m = _STEM.match(stem.lower())
+    if not m:
+        return None
+    if m.group("wear"):
+        return Mask.WEAR
+    return Mask.INCORRECT if m.group("incorrect") else Mask.NOT_WEAR
+
+
+RELABEL_FIELDS = ("gender", "age", "mask")
+
+
+def load_relabel(path: str | Path) -> pd.DataFrame:
+    """Read a relabel CSV: ``id,field,value[,image]``.
+
+    ``field`` is gender (male/female), age (years) or mask (wear/incorrect/
+    not_wear, which needs the ``image`` stem, e.g. ``normal``). Known wrong
+    labels of the public data are fixed here instead of in the images.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: relabel file not found")
+    table = pd.read_csv(p, dtype=str)
+    missing = {"id", "field", "value"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{p}: relabel CSV lacks column(s) {sorted(missing)}; expected id,field,value[,image]")
+    bad = table[~table["field"].isin(RELABEL_FIELDS)]
+    if len(bad):
+        raise ValueError(f"{p}: unknown field {bad['field'].iloc[0]!r} (expected one of {list(RELABEL_FIELDS)})")
+    return table
+
+
+def apply_relabel(frame: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Apply a relabel table to an image table; returns (new table, rows changed)."""
+    out = frame.copy()
+    changed = 0
+    for row in table.itertuples(index=False):
+        sel = out["person"] == str(row.id)
+        if row.field == "gender":
+            out.loc[sel, "gender"] = int(parse_gender(row.value))
+        elif row.field == "age":
+            out.loc[sel, "age"] = int(row.value)
+        else:
+            image = getattr(row, "image", None)
+            if not isinstance(image, str) or not image:
+                raise ValueError(f"relabel of mask for person {row.id} needs the image column")
+            sel &= out["path"].map(lambda s: Path(s).stem.lower() == image.lower())
+            out.loc[sel, "mask"] = int(Mask[str(row.value).upper()])
+        changed += int(sel.sum())
+    return out, changed
+
+
+def assign_labels(frame: pd.DataFrame, thresholds: Sequence[int] = DEFAULT_AGE_THRESHOLDS) -> pd.DataFrame:
+    """(Re)compute ``age_band`` and ``label`` columns from mask, gender, age."""
+    out = frame.copy()
+    out["age_band"] = age_band(out["age"].to_numpy(), thresholds).astype(int)
+    out["label"] = encode(out["mask"].to_numpy(int), out["gender"].to_numpy(int), out["age_band"].to_numpy(int))
+    return out

@@ -1,0 +1,83 @@
+"""Competition metrics: macro F1 over the 18 classes, plus per-axis views."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from . import labels as L
+
+
+def compute_metrics(y_true, y_pred) -> dict:
+    """Macro F1 (18 classes, absent classes count as 0 like the competition), accuracy, per axis."""
+    t, p = np.asarray(y_true, int), np.asarray(y_pred, int)
+    classes = list(range(L.NUM_CLASSES))
+    out = {
+        "images": int(len(t)),
+        "f1": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(t, p)) if len(t) else 0.0,
+    }
+    for axis, (name, k) in enumerate(L.HEAD_SIZES.items()):
+        ta, pa = L.decode(t)[axis], L.decode(p)[axis]
+        out[f"{name}_accuracy"] = float(accuracy_score(ta, pa)) if len(t) else 0.0
+        out[f"{name}_f1"] = float(f1_score(ta, pa, labels=list(range(k)), average="macro", zero_division=0))
+    out["per_class_f1"] = [float(x) for x in f1_score(t, p, labels=classes, average=None, zero_division=0)]
+    age_old = L.decode(t)[2] == 2
+    out["old_f1"] = float(f1_score(L.decode(t)[2] == 2, L.decode(p)[2] == 2, zero_division=0)) if age_old.any() else 0.0
+    out["confusion"] = confusion_matrix(t, p, labels=classes).tolist()
+    return out
+
+
+def class_name(c: int) -> str:
+    d = L.describe(c)
+    return f"{c}: {d['mask']}/{d['gender']}/{d['age']}"
+
+
+def summary_text(m: dict, title: str = "evaluation") -> str:
+    lines = [
+        f"{title}: {m['images']} images",
+        f"  macro F1 (18 classes) {m['f1']:.4f}   accuracy {m['accuracy']:.4f}",
+        f"  mask   acc {m['mask_accuracy']:.4f}  F1 {m['mask_f1']:.4f}",
+        f"  gender acc {m['gender_accuracy']:.4f}  F1 {m['gender_f1']:.4f}",
+        f"  age    acc {m['age_accuracy']:.4f}  F1 {m['age_f1']:.4f}   (>=60 F1 {m['old_f1']:.4f})",
+        "  per-class F1:",
+    ]
+    for c, f in enumerate(m["per_class_f1"]):
+        lines.append(f"    {class_name(c):28s} {f:.3f}")
+    return "\n".join(lines)
+
+
+def save_confusion_png(cm, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.imshow(cm, cmap="Blues")
+    names = [class_name(c) for c in range(L.NUM_CLASSES)]
+    ax.set_xticks(range(18), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(18), names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(18):
+        for j in range(18):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_metrics(m: dict, folder: str | Path, stem: str = "metrics", title: str = "evaluation") -> Path:
+    """``stem.json``, ``stem.txt`` and ``stem_confusion.png`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(m, indent=1))
+    (folder / f"{stem}.txt").write_text(summary_text(m, title) + "\n")
+    save_confusion_png(m["confusion"], folder / f"{stem}_confusion.png")
+    return folder / f"{stem}.json"
