@@ -24,8 +24,19 @@ def _common(p: argparse.ArgumentParser, config: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
 
 
+class UsageError(Exception):
+    """A bad command line (unknown mode or option, missing argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors print as one ``maskcls: error:`` line."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="maskcls", description=__doc__.split("\n")[0])
+    ap = _Parser(prog="maskcls", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True, metavar="MODE")
 
     p = sub.add_parser("train", help="train a model; writes runs/<name>/")
@@ -103,7 +114,17 @@ def user_errors() -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        stray = [a for a in extra if a.startswith("-") or "=" not in a]
+        if stray:
+            raise UsageError(f"unrecognized arguments: {' '.join(stray)} (see `maskcls {args.mode} --help`)")
+    except UsageError as e:
+        print(f"maskcls: error: {e}", file=sys.stderr)
+        return 2
+    if extra:  # key=value after an option (`prepare upsample --copies 3 data.root=x`) is still an override
+        args.overrides = [*getattr(args, "overrides", []), *extra]
     setup_logging(args.quiet)
     try:
         errors = user_errors()

@@ -46,6 +46,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
     print(summary_text(m, "evaluation"))
     print(f"written: {out}")
+    from .report import write_report
+
+    print(f"report: {write_report(args.run, metrics=out)}")
     return 0
 
 
@@ -109,5 +112,5 @@ def serve(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"written: {write_report(args.run, answers=args.answers, images=args.images)}")
+    print(f"written: {write_report(args.run, answers=args.answers, images=args.images, progress=not args.quiet)}")
     return 0

@@ -108,7 +108,7 @@ def make_loader(ds: PhotoDataset, cfg: Config, *, train: bool, epoch_seed: int =
 
 # ----------------------------------------------------------------------------- loops
 def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None, accumulate=1,
-                    mixer=None, max_batches=0, progress=True, desc="train") -> float:
+                    mixer=None, max_batches=0, progress=True, desc="train", channels_last=False) -> float:
     """One pass over ``loader``; returns the mean training loss."""
     model.train()
     amp = device.type == "cuda" and scaler is not None and scaler.is_enabled()
@@ -122,6 +122,7 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         with torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext():
             loss = criterion(model(x), y)
         (scaler.scale(loss / accumulate) if amp else loss / accumulate).backward()
@@ -235,8 +236,16 @@ class Logger:
             self.tb.close()
 
 
-def load_splits(cfg: Config, report: Report) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_train_frame(cfg: Config, report: Report) -> pd.DataFrame:
+    """The labelled training table; ``data.max_persons`` keeps a fixed stratified subset of persons."""
+    from .data.sampling import subset_persons
+
     frame = read_train(cfg.data.root, age_thresholds=cfg.data.age_thresholds, relabel=cfg.data.relabel, report=report)
+    return subset_persons(frame, cfg.data.max_persons)
+
+
+def load_splits(cfg: Config, report: Report) -> tuple[pd.DataFrame, pd.DataFrame]:
+    frame = load_train_frame(cfg, report)
     return holdout(frame, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, fold=cfg.data.fold,
                    by=cfg.data.split)
 
@@ -278,6 +287,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     va_rows = np.array([src_index[p] for p in val_frame["path"]], dtype=int)
 
     model = model_from_config(cfg).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     norm = data_config(model)
     train_ds = PhotoDataset(train_set_frame, lambda i: both.source(tr_rows[i]),
                             build_transform(cfg.data, train=True, **norm))
@@ -296,7 +307,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         steps = min(steps, cfg.train.max_batches)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(steps / cfg.train.accumulate))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
-    start, best_f1, bad_epochs, history = 0, -1.0, 0, []
+    start, best_f1, bad_epochs, history = 0, -math.inf, 0, []  # -loss (no validation) is below -1
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -319,7 +330,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         loader = make_loader(train_ds, cfg, train=True, epoch_seed=epoch_seed, sampler=sampler)
         train_loss = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=scaler,
                                      accumulate=cfg.train.accumulate, mixer=mixer, max_batches=cfg.train.max_batches,
-                                     progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+                                     progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                                     channels_last=cfg.train.channels_last)
         train_time = time.time() - t0
         metrics = {}
         if len(val_ds):
@@ -336,13 +348,13 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         if improved:
             best_metrics = {k: v for k, v in metrics.items()}
         history.append({**row, "best_metrics": best_metrics})
-        logger.log(row)
         ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "best_f1": best_f1, "bad_epochs": bad_epochs,
                 "history": history, "config": cfg.to_dict(), "norm": norm}
         save_checkpoint(ckpt, run_dir / "weights" / "last.pt")
         if improved:
             save_checkpoint(ckpt, run_dir / "weights" / "best.pt")
+        logger.log(row)  # after last.pt: a kill in between cannot duplicate the row on resume
         log.info("epoch %d/%d  loss %.4f  val F1 %.4f  (%.0fs)%s", epoch + 1, cfg.train.epochs, train_loss,
                  metrics.get("f1", float("nan")), time.time() - t0, "  *best*" if improved else "")
         if on_epoch is not None:
@@ -351,7 +363,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
             log.info("early stop: no better val F1 for %d epochs", bad_epochs)
             break
     logger.close()
-    problems = report.warnings + both.errors
+    problems = report.warnings + both.errors + train_ds.errors + val_ds.errors  # the latter: no cache
     if both.errors:
         log.warning("%d unreadable images were skipped:\n  %s", len(both.errors), "\n  ".join(both.errors))
     result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": best_f1,

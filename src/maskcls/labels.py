@@ -127,18 +127,23 @@ def apply_relabel(frame: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFram
     """Apply a relabel table to an image table; returns (new table, rows changed)."""
     out = frame.copy()
     changed = 0
-    for row in table.itertuples(index=False):
+    for line, row in enumerate(table.itertuples(index=False), start=2):
         sel = out["person"] == str(row.id)
-        if row.field == "gender":
-            out.loc[sel, "gender"] = int(parse_gender(row.value))
-        elif row.field == "age":
-            out.loc[sel, "age"] = int(row.value)
-        else:
-            image = getattr(row, "image", None)
-            if not isinstance(image, str) or not image:
-                raise ValueError(f"relabel of mask for person {row.id} needs the image column")
-            sel &= out["path"].map(lambda s: Path(s).stem.lower() == image.lower())
-            out.loc[sel, "mask"] = int(Mask[str(row.value).upper()])
+        try:
+            if row.field == "gender":
+                out.loc[sel, "gender"] = int(parse_gender(row.value))
+            elif row.field == "age":
+                out.loc[sel, "age"] = int(float(row.value))
+            else:
+                image = getattr(row, "image", None)
+                if not isinstance(image, str) or not image:
+                    raise ValueError("a mask relabel needs the image column (e.g. normal)")
+                if str(row.value).upper() not in Mask.__members__:
+                    raise ValueError(f"unknown mask {row.value!r} (expected wear, incorrect or not_wear)")
+                sel &= out["path"].map(lambda s: Path(s).stem.lower() == image.lower())
+                out.loc[sel, "mask"] = int(Mask[str(row.value).upper()])
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"line {line} (person {row.id}, {row.field}): {e}") from None
         changed += int(sel.sum())
     return out, changed
 

@@ -32,11 +32,11 @@ class CrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         soft = as_soft(target, self.num_classes)
+        norm = (soft * self.weight).sum(1)  # before smoothing: F.cross_entropy's weighted mean
         if self.smoothing:
             soft = soft * (1 - self.smoothing) + self.smoothing / self.num_classes
         logp = F.log_softmax(logits.float(), dim=1)
         per_sample = -(soft * logp * self.weight).sum(1)
-        norm = (soft * self.weight).sum(1)  # matches F.cross_entropy's weighted mean
         return per_sample.sum() / norm.sum().clamp_min(1e-12)
 
 

@@ -148,6 +148,11 @@ def _load_backbone_file(backbone: nn.Module, path: Path, name: str) -> None:
     head_keys = {k for k in sd if k.split(".")[0] in ("classifier", "fc", "head")}
     for k in head_keys:
         sd.pop(k)
+    own = backbone.state_dict()
+    wrong = [k for k, v in sd.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ModelError(f"{path}: weights do not fit '{name}' ({len(wrong)} tensors of another shape, e.g. {wrong[0]} "
+                         f"{tuple(sd[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}); check model.name")
     missing, unexpected = backbone.load_state_dict(sd, strict=False)
     if unexpected or len(missing) > 0:
         raise ModelError(f"{path}: weights do not fit '{name}' (missing {len(missing)}, unexpected {len(unexpected)} "

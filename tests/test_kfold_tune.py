@@ -1,0 +1,146 @@
+"""K-fold (person-disjoint folds, out-of-fold once per person, ensemble predict), Optuna tune, TTA."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import maskcls.engine as engine
+import maskcls.kfold as kfold
+from maskcls.cli import main
+from maskcls.config import ConfigError, load_config
+from maskcls.data.reader import read_eval, read_train
+from maskcls.evaluation import evaluate_run, predict_source
+from maskcls.models import create_model
+from maskcls.predict import Predictor, expand_runs
+
+
+@pytest.fixture(autouse=True)
+def no_confusion_png(monkeypatch):
+    """Drawing the confusion matrix costs ~2 s of matplotlib per run; not what these tests check."""
+    monkeypatch.setattr("maskcls.metrics.save_confusion_png", lambda cm, path: None)
+
+def test_kfold_folds_are_person_disjoint_and_oof_covers_every_person_once(tiny_cfg, demo_root, monkeypatch):
+    seen = []
+
+    def spy_fit(cfg, *, splits=None, **kw):
+        seen.append(splits)
+        return engine.fit(cfg, splits=splits, **kw)
+
+    monkeypatch.setattr(kfold, "fit", spy_fit)
+    result = kfold.run_kfold(tiny_cfg("data.folds=2", "name=kf"))
+    kdir = result["kfold_dir"]
+    persons = set(read_train(demo_root)["person"])
+    assert len(seen) == 2
+    for train, val in seen:
+        assert not set(train["person"]) & set(val["person"])  # a fold's val persons are never trained on
+        assert set(train["person"]) | set(val["person"]) == persons
+    oof = pd.read_csv(f"{kdir}/oof.csv", dtype={"person": str})
+    assert oof.groupby("person")["fold"].nunique().eq(1).all()  # each person in exactly one fold
+    assert set(oof["person"]) == persons and len(oof) == 12 * 7 and not oof["path"].duplicated().any()
+    for k, (_, val) in enumerate(seen):
+        assert set(oof.loc[oof["fold"] == k, "person"]) == set(val["person"])
+    probs = oof[[f"p{c}" for c in range(18)]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-3) and (probs.argmax(1) == oof["pred"]).all()
+    summary = json.loads(open(f"{kdir}/kfold.json").read())
+    assert summary["persons"] == 12 and len(summary["fold_f1"]) == 2
+    assert summary["oof_f1"] == pytest.approx(result["oof_f1"])
+
+    assert len(expand_runs([kdir])) == 2  # the k-fold folder is a 2-model ensemble
+    sub = predict_source([kdir], source=str(demo_root), progress=False)
+    assert list(pd.read_csv(sub)["ImageID"]) == list(read_eval(demo_root)["ImageID"])
+    m, _ = evaluate_run(kdir, answers=str(demo_root / "eval" / "answers.csv"), progress=False)
+    assert m["images"] == 6 * 7
+
+
+SPACE = {
+    "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+    "data.batch_size": {"low": 4, "high": 8, "int": True},
+    "loss.name": {"choices": ["ce", "focal"]},
+}
+
+
+def test_tune_study_exports_a_yaml_that_trains(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.epochs=2", "train.max_batches=1", "tune.study=s1")
+    cfg.tune.space = SPACE
+    cfg.tune.n_trials = 2
+    from maskcls.tune import run_tune
+
+    out = run_tune(cfg)
+    folder = tmp_path / "runs" / "s1"
+    assert out["trials"] == 2 and (folder / "study.db").is_file()
+    import optuna
+
+    study = optuna.load_study(study_name="s1", storage=out["storage"])
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in study.trials)  # per-epoch F1 reported
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    assert "tune" not in best and best["train"]["lr"] == out["best_params"]["train.lr"]
+    assert best["data"]["batch_size"] == out["best_params"]["data.batch_size"]
+    assert best["loss"]["name"] == out["best_params"]["loss.name"]
+    assert best["train"]["epochs"] == 2 and "image_size" in best["data"]  # the non-default base values
+    loaded = load_config(folder / "best.yaml")
+    assert loaded.train.lr == out["best_params"]["train.lr"]
+    assert main(["train", "-c", str(folder / "best.yaml"), "-q", "name=from_best"]) == 0
+    assert (tmp_path / "runs" / "from_best" / "weights" / "best.pt").is_file()
+
+    cfg.tune.n_trials = 1  # a second worker joins the same study instead of starting over
+    assert run_tune(cfg)["trials"] == 3
+
+
+def test_tune_rejects_a_bad_space_before_training(tiny_cfg):
+    from maskcls.tune import run_tune
+
+    cfg = tiny_cfg()
+    cfg.tune.space = {"train.lrr": {"low": 1e-4, "high": 1e-2}}
+    with pytest.raises(ConfigError, match="did you mean 'train.lr'"):
+        run_tune(cfg)
+    cfg.tune.space = {"train.lr": {"low": 1e-2, "high": 1e-4}}
+    with pytest.raises(ConfigError, match="low < high"):
+        run_tune(cfg)
+    cfg.tune.space = {"loss.name": {"choices": ["ce", "hinge"]}}
+    with pytest.raises(ConfigError, match="hinge"):
+        run_tune(cfg)
+
+
+# ----------------------------------------------------------------------------- test-time augmentation
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model("tf_efficientnet_lite0", pretrained=True).eval()
+
+
+def test_flip_tta_changes_nothing_for_a_flip_invariant_input(model):
+    x = torch.randn(2, 3, 64, 48)
+    x = (x + x.flip(3)) / 2  # mirror-symmetric
+    loader = [(x, torch.tensor([0, 1]))]
+    plain, _ = engine.predict_probs(model, loader, torch.device("cpu"))
+    flipped, _ = engine.predict_probs(model, loader, torch.device("cpu"), tta=["flip"])
+    assert np.allclose(plain, flipped, atol=1e-6)
+    y = torch.randn(2, 3, 64, 48)  # a non-symmetric input does change: the test can fail
+    a, _ = engine.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"))
+    b, _ = engine.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"), tta=["flip"])
+    assert not np.allclose(a, b, atol=1e-6)
+
+
+def test_predictor_applies_eval_tta(model, tiny_cfg, demo_root, monkeypatch):
+    cfg = tiny_cfg("eval.tta=[flip]")
+    pred = Predictor(model, cfg, {"mean": [0.5] * 3, "std": [0.5] * 3})
+    image = np.asarray(read_train(demo_root)["path"].iloc[:2])
+    x = torch.stack([pred.tensor(pred.decoder(p)) for p in image])
+    with torch.no_grad():
+        expected = ((model.probs(x) + model.probs(x.flip(3))) / 2).numpy()
+        plain = model.probs(x).numpy()
+    got = pred.predict_images(list(image))
+    assert np.allclose(got, expected, atol=1e-5) and not np.allclose(got, plain, atol=1e-6)
+    assert np.allclose(pred.predict_images(list(image), tta=[]), plain, atol=1e-5)
+
+    used = []
+    real = engine.tta_views
+    monkeypatch.setattr(engine, "tta_views", lambda x, tta: used.append(list(tta)) or real(x, tta))
+    frame = read_train(demo_root).iloc[:3]
+    probs, kept = pred.predict_frame(frame, progress=False)
+    assert used and all(t == ["flip"] for t in used) and probs.shape == (3, 18)
