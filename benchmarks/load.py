@@ -48,18 +48,20 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def start_service(run: str, engine: str, threads: int, port: int) -> subprocess.Popen:
+def start_service(run: str, engine: str, threads: int, port: int, log: Path) -> subprocess.Popen:
+    """``maskcls serve`` in a subprocess; its output goes to ``log`` (a pipe could fill and stall it)."""
     env = {**os.environ, "MASKCLS_THREADS": str(threads), "OMP_NUM_THREADS": str(threads or os.cpu_count())}
     cmd = [sys.executable, "-m", "maskcls.cli", "serve", run, "--host", "127.0.0.1", "--port", str(port),
            "--engine", engine, "-q"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with log.open("w") as f:
+        return subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
 
 
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 180) -> dict:
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 180) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"service exited with {proc.returncode}:\n{proc.stderr.read()[-2000:]}")
+            raise SystemExit(f"service exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
         try:
             return httpx.get(url + "/health", timeout=2).json()
         except httpx.TransportError:
@@ -122,9 +124,10 @@ def main() -> None:
                 export_onnx(run)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = start_service(run, args.engine, args.threads, port)
+        log = Path(tmp) / "service.log"
+        proc = start_service(run, args.engine, args.threads, port, log)
         try:
-            info = wait_ready(proc, url)
+            info = wait_ready(proc, url, log)
             hammer(url, image, min(8, args.requests), 1)  # warm-up, not counted
             latencies, errors, wall = hammer(url, image, args.requests, args.concurrency)
             rss = peak_rss_mb(proc.pid)

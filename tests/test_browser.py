@@ -16,6 +16,7 @@ CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
                                 reason="needs /usr/bin/chromium and /usr/bin/chromedriver "
                                        "(apt-get install -y chromium chromium-driver)")
+pytest.importorskip("selenium", reason="selenium is in the dev extra: pip install -e '.[dev]'")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--window-size=1000,900"]
@@ -51,7 +52,6 @@ def server(tiny_run):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    pytest.importorskip("selenium", reason="pip install -e '.[dev]' (selenium)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -52,9 +52,20 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_runs(args: argparse.Namespace) -> None:
+    """Both RUNS and key=value are positional: move the overrides out of ``runs``."""
+    args.overrides = [*[r for r in args.runs if "=" in r], *args.overrides]
+    args.runs = [r for r in args.runs if "=" not in r]
+    if not args.runs:
+        from .config import ConfigError
+
+        raise ConfigError("give at least one run folder or checkpoint")
+
+
 def predict(args: argparse.Namespace) -> int:
     from .evaluation import predict_source
 
+    _split_runs(args)
     out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=args.engine,
                          overrides=args.overrides, progress=not args.quiet)
     print(f"written: {out}")
@@ -105,6 +116,7 @@ def export(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from .serve.app import serve as serve_app
 
+    _split_runs(args)
     serve_app(args.runs, host=args.host, port=args.port, engine=args.engine)
     return 0
 

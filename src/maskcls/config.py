@@ -125,7 +125,8 @@ class TuneConfig:
             "train.weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
             "train.optimizer": {"choices": ["adamw", "sgd"]},
             "loss.name": {"choices": ["ce", "focal", "smoothing"]},
-            "mix.prob": {"low": 0.0, "high": 0.8},
+            "mix.name": {"choices": ["none", "halves"]},
+            "mix.prob": {"low": 0.2, "high": 0.8},  # used when the trial picks halves
         }
     )
 

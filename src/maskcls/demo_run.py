@@ -26,10 +26,14 @@ def run_demo(args: argparse.Namespace) -> int:
     result = fit(cfg)
     m, metrics_path = evaluate_run(result["run_dir"], answers=str(data / "eval" / "answers.csv"),
                                    progress=cfg.train.progress)
+    from .report import write_report
+
+    report = write_report(result["run_dir"], metrics=metrics_path)
     sub = predict_source([result["run_dir"]], source=str(data), progress=cfg.train.progress)
     print(f"\ndemo done in {time.time() - t0:.0f}s")
     print(f"  run folder:      {result['run_dir']}")
     print(f"  validation F1:   {result['best_f1']:.4f}")
     print(f"  eval macro F1:   {m['f1']:.4f}   (accuracy {m['accuracy']:.4f}; {metrics_path})")
+    print(f"  report:          {report}")
     print(f"  submission:      {sub}")
     return 0

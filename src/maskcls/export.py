@@ -13,7 +13,6 @@ same graph for these CNNs.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -25,8 +24,6 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, from_dict
 from .models import MaskNet, create_model
 from .predict import Predictor
-
-log = logging.getLogger("maskcls")
 
 OPSET = 17
 META_KEY = "maskcls"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,8 +45,8 @@ def run_kfold(cfg: Config) -> dict:
         result = fit(fold_cfg, splits=(train_df, val_df), run_dir=kdir / f"fold{k}")
         probs, kept = Predictor.load(result["run_dir"]).predict_frame(val_df, progress=cfg.train.progress)
         part = kept[["path", "person", "label"]].assign(fold=k, pred=probs.argmax(1))
-        parts.append(pd.concat([part.reset_index(drop=True),
-                                pd.DataFrame(probs.round(5), columns=[f"p{c}" for c in range(probs.shape[1])])], axis=1))
+        columns = pd.DataFrame(probs.round(5), columns=[f"p{c}" for c in range(probs.shape[1])])
+        parts.append(pd.concat([part.reset_index(drop=True), columns], axis=1))
         fold_results.append({"fold": k, "run_dir": result["run_dir"], "best_f1": result["best_f1"],
                              "val_persons": int(val_df["person"].nunique()), "val_images": int(len(kept))})
     oof = pd.concat(parts, ignore_index=True)

@@ -29,7 +29,8 @@ def check_space(space: dict, cfg: Config) -> None:
         raise ConfigError("tune.space is empty: give dotted keys, e.g. train.lr: {low: 1e-4, high: 1e-2, log: true}")
     for key, spec in space.items():
         if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
-            raise ConfigError(f"tune.space.{key}: expected {{low, high[, log][, int]}} or {{choices: [...]}}, got {spec!r}")
+            raise ConfigError(f"tune.space.{key}: expected {{low, high[, log][, int]}} or {{choices: [...]}}, "
+                              f"got {spec!r}")
         if "choices" in spec:
             if not isinstance(spec["choices"], list) or not spec["choices"]:
                 raise ConfigError(f"tune.space.{key}.choices: expected a non-empty list")
@@ -76,9 +77,10 @@ def _diff(values: dict, defaults: dict) -> dict:
 
 
 def export_best(cfg: Config, params: dict, path: Path, header: str = "") -> Path:
-    """A YAML of the differences from the defaults plus every tuned value (the tune section left out)."""
+    """A YAML of the differences from the defaults plus every tuned value (tune section and -q left out)."""
     best = trial_config(cfg, params).to_dict()
     best.pop("tune")
+    best["train"]["progress"] = True  # how the search ran (e.g. -q) is no part of the result
     values = _diff(best, Config().to_dict())
     for key, v in params.items():  # tuned values are written even where they equal a default
         node = values
@@ -86,7 +88,8 @@ def export_best(cfg: Config, params: dict, path: Path, header: str = "") -> Path
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = v
-    path.write_text((f"# {header}\n" if header else "") + yaml.safe_dump(values, sort_keys=False))
+    text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
+    path.write_text((f"# {header}\n" if header else "") + text)
     return path
 
 

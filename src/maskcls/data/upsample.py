@@ -36,7 +36,8 @@ def copy_transform() -> A.Compose:
     return A.Compose([
         A.HorizontalFlip(p=0.5),
         A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.9),
-        A.Affine(scale=(0.93, 1.07), translate_percent=(-0.04, 0.04), rotate=(-8, 8), border_mode=cv2.BORDER_REPLICATE, p=1.0),
+        A.Affine(scale=(0.93, 1.07), translate_percent=(-0.04, 0.04), rotate=(-8, 8),
+                 border_mode=cv2.BORDER_REPLICATE, p=1.0),
     ])
 
 

@@ -9,6 +9,8 @@ for the offline command and the service to report.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..config import ConfigError, PreprocessConfig
@@ -48,10 +50,19 @@ class Preprocessor:
         self.uses_faces = cfg.face_crop or cfg.background == "grabcut"
         self.photos = 0  # photos that went through face detection
         self.fallbacks = 0  # ... of which had no face: centre crop / centre seed
+        self._lock = threading.Lock()  # cv2/dlib detectors are not safe to share between service threads
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def detect(self, img: np.ndarray) -> list[Box]:
         """Every face box (x0, y0, x1, y1) of the photo, largest first."""
-        return self.detector(as_rgb(img))
+        img = as_rgb(img)
+        with self._lock:
+            return self.detector(img)
 
     def crop(self, img: np.ndarray, face: Box | None) -> np.ndarray:
         """The face with ``face_margin`` around it at the photo's aspect; the centre without a face."""
@@ -61,13 +72,14 @@ class Preprocessor:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         img = as_rgb(img)
         face = None
-        if self.uses_faces:
-            faces = self.detector(img)
-            face = faces[0] if faces else None
-            self.photos += 1
-            self.fallbacks += face is None
-        if self.remover is not None:
-            img = self.remover(img, face)
+        with self._lock:
+            if self.uses_faces:
+                faces = self.detector(img)
+                face = faces[0] if faces else None
+                self.photos += 1
+                self.fallbacks += face is None
+            if self.remover is not None:
+                img = self.remover(img, face)
         if self.cfg.face_crop:
             img = self.crop(img, face)
         return img

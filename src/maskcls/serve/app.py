@@ -9,7 +9,6 @@ once, when the app is built. Uploads are checked before any decoding: size
 from __future__ import annotations
 
 import io
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +20,6 @@ from PIL import Image, UnidentifiedImageError
 
 from ..data.images import ImageReadError, load_rgb
 from .service import ServeSettings, Service
-
-log = logging.getLogger("maskcls")
 
 STATIC = Path(__file__).parent / "static"
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file bytes
