@@ -15,7 +15,8 @@
 #   ROOT=data/demo PERSONS=20 EPOCHS=1 \
 #   EXTRA="train.max_batches=2 data.decode_size=[64,48] data.image_size=[64,48]" benchmarks/ablation.sh
 #
-# Rows: baseline | multi_head | halves_all | halves_old | sampler_class | drop_57_59 | kfold3 | tta_flip
+# Rows: baseline | multi_head | halves_all | halves_old | sampler_class | sampler_person | drop_57_59 |
+#       face_crop | grabcut | kfold3 | tta_flip
 # tta_flip re-scores the baseline model with eval.tta=[flip] (an eval-time
 # option; no training), so it needs the baseline row in the same run.
 # kfold3 trains 3 models of the same per-model budget (each on 2/3 of the
@@ -32,7 +33,8 @@ PROJECT=${PROJECT:-runs/ablation-$(date +%Y%m%d-%H%M%S)}
 ROWS=${ROWS:-"baseline multi_head halves_all halves_old sampler_class drop_57_59 kfold3 tta_flip"}
 MASKCLS=${MASKCLS:-.venv/bin/maskcls}
 PY=${PY:-.venv/bin/python}
-ANSWERS="$ROOT/eval/answers.csv"
+ANSWERS=${ANSWERS:-$ROOT/eval/answers.csv}   # a subset CSV works too (set IMAGES)
+IMAGES=${IMAGES:-$(dirname "$ANSWERS")/images}
 
 [ -f "$ROOT/train/train.csv" ] || { echo "ablation: $ROOT/train/train.csv not found" >&2; exit 2; }
 [ -f "$ANSWERS" ] || { echo "ablation: $ANSWERS not found" >&2; exit 2; }
@@ -50,6 +52,9 @@ overrides() {  # the options of one row
     halves_old)    echo "mix.name=halves mix.partners=old" ;;
     sampler_class) echo "data.sampler=class" ;;
     drop_57_59)    echo "data.drop_train_ages=[57,58,59]" ;;
+    sampler_person) echo "data.sampler=person" ;;
+    face_crop)     echo "preprocess.face_crop=true" ;;
+    grabcut)       echo "preprocess.background=grabcut" ;;
     *) echo "ablation: unknown row '$1'" >&2; exit 2 ;;
   esac
 }
@@ -71,7 +76,7 @@ for row in $ROWS; do
   t1=$(date +%s)
   tta=()
   [ "$row" = tta_flip ] && tta=(eval.tta=[flip])
-  "$MASKCLS" evaluate "$run" "${tta[@]}" --answers "$ANSWERS" --out "$out" -q >> "$PROJECT/$row.log" 2>&1
+  "$MASKCLS" evaluate "$run" "${tta[@]}" --answers "$ANSWERS" --images "$IMAGES" --out "$out" -q >> "$PROJECT/$row.log" 2>&1
   t2=$(date +%s)
   scores=$(metric "$out/eval_metrics.json")
   printf "%s\t%s\t%s\t%s\t%s\n" "$row" "$scores" $((t1 - t0)) $((t2 - t1)) $((t2 - t0)) >> "$TABLE"

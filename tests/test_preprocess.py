@@ -110,6 +110,19 @@ def test_real_faces_are_found_and_cropped(detector):
     assert prep.fallbacks <= 1
 
 
+@pytest.mark.skipif(not MASKFACES.is_dir(), reason="data/maskfaces not present")
+def test_every_face_of_a_group_photo_is_returned_largest_first():
+    import cv2
+
+    a, b = sorted(MASKFACES.iterdir())[:2]
+    big, small = load_rgb(a / "normal.jpg"), cv2.resize(load_rgb(b / "mask1.jpg"), (269, 358))
+    group = np.full((512, 384 + 269, 3), 120, np.uint8)
+    group[:, :384], group[77:435, 384:] = big, small
+    boxes = Preprocessor(PreprocessConfig(face_crop=True)).detect(group)
+    assert len(boxes) == 2
+    assert (boxes[0][0] + boxes[0][2]) / 2 < 384 < (boxes[1][0] + boxes[1][2]) / 2  # the bigger face first
+
+
 # ----------------------------------------------------------------------------- background
 def tiny_u2net(path: Path) -> Path:
     """A 1-conv 'segmentation' model in u2net's interface: foreground where red beats blue."""

@@ -141,6 +141,12 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
     return total / max(count, 1)
 
 
+def is_channels_last(model: torch.nn.Module) -> bool:
+    """Whether the model's convolutions hold NHWC weights (inputs should match)."""
+    w = next((p for p in model.parameters() if p.ndim == 4), None)
+    return w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+
+
 def tta_views(x: torch.Tensor, tta: list[str]) -> list[torch.Tensor]:
     """The input and its test-time variants: horizontal flip, small shifts."""
     views = [x]
@@ -157,9 +163,11 @@ def predict_probs(model: MaskNet, loader, device, *, tta: list[str] | None = Non
                   desc="eval") -> tuple[np.ndarray, np.ndarray]:
     """(N, 18) class probabilities (mean over TTA views) and the labels of ``loader``."""
     model.eval()
+    nhwc = is_channels_last(model)
     probs, labels = [], []
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
         x = x.to(device)
+        x = x.contiguous(memory_format=torch.channels_last) if nhwc else x
         views = tta_views(x, tta or [])
         p = sum(model.probs(v) for v in views) / len(views)
         probs.append(p.cpu().numpy())
