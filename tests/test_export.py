@@ -34,7 +34,8 @@ def test_export_writes_onnx_with_settings(onnx_run):
     model = onnx.load(str(path))
     meta = json.loads({p.key: p.value for p in model.metadata_props}[META_KEY])
     pre = meta["preprocessing"]
-    assert pre["decode_size"] == [64, 48] and pre["image_size"] == [64, 48] and pre["head"] == "single"
+    assert pre["decode_size"] == [64, 48] and pre["image_size"] == [64, 48]
+    assert pre["head"] == meta["config"]["model"]["head"] == "multi"  # the default layout
     assert {"mean", "std", "preset", "crop_fraction", "preprocess"} <= set(pre)
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"  # dynamic, not a fixed 2
@@ -52,17 +53,17 @@ def test_onnx_matches_torch(onnx_run, demo_root, n):
     np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-5)
 
 
-def test_onnx_multi_head_matches_torch(tiny_run, demo_root, tmp_path):
-    """The three-head layout exports its product probabilities too."""
+def test_onnx_single_head_matches_torch(tiny_run, demo_root, tmp_path):
+    """The one 18-way head layout exports its softmax too (the default is three heads)."""
     from maskcls.config import from_dict
     from maskcls.export import export_model
     from maskcls.models import create_model
 
     cfg = Predictor.load(tiny_run, device="cpu").cfg
-    cfg = from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "head": "multi"}})
-    model = create_model(cfg.model.name, head="multi", pretrained=False).eval()
+    cfg = from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "head": "single"}})
+    model = create_model(cfg.model.name, head="single", pretrained=False).eval()
     norm = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
-    path = export_model(model, cfg, norm, tmp_path / "multi.onnx")
+    path = export_model(model, cfg, norm, tmp_path / "single.onnx")
     ort_pred = OnnxPredictor.load(path)
     torch_pred = Predictor(model, cfg, norm)
     imgs = images(demo_root, 2)
