@@ -274,13 +274,13 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     setup_torch(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    report = Report()
+    train_df, val_df = splits if splits is not None else load_splits(cfg, report)
+    # the run folder is made only once the data reads: a wrong path leaves no empty runs/train2
     run_dir = Path(run_dir) if run_dir else unique_run_dir(cfg.project, cfg.name)
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     log.info("run folder: %s (device %s, %d threads)", run_dir, device, torch.get_num_threads())
-
-    report = Report()
-    train_df, val_df = splits if splits is not None else load_splits(cfg, report)
     overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
     if overlap:
         raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
