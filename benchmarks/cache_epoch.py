@@ -33,12 +33,13 @@ import torch
 from maskcls.config import load_config
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.decode import Decoder
+from maskcls.data.loading import image_set, make_loader
 from maskcls.data.reader import read_train
 from maskcls.data.transforms import build_transform
-from maskcls.engine import (build_optimizer, image_set, make_loader, resolve_device, setup_torch,
-                            train_one_epoch)
+from maskcls.engine import build_optimizer, train_one_epoch
 from maskcls.losses import loss_from_config
 from maskcls.models import data_config, model_from_config
+from maskcls.runtime import resolve_device, setup_torch
 
 
 def memory() -> dict:

@@ -14,6 +14,7 @@ from maskcls.cli import main
 from maskcls.evaluation import load_models
 from maskcls.export import META_KEY, OnnxPredictor, export_onnx
 from maskcls.predict import Predictor
+from maskcls.run import Run
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_onnx_single_head_matches_torch(tiny_run, demo_root, tmp_path):
     norm = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     path = export_model(model, cfg, norm, tmp_path / "single.onnx")
     ort_pred = OnnxPredictor.load(path)
-    torch_pred = Predictor(model, cfg, norm)
+    torch_pred = Predictor(Run(model, cfg, norm))
     imgs = images(demo_root, 2)
     assert np.abs(ort_pred.predict_images(imgs) - torch_pred.predict_images(imgs)).max() < 1e-4
 

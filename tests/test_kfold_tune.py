@@ -10,6 +10,7 @@ import torch
 import yaml
 
 import maskcls.engine as engine
+import maskcls.inference as inference
 import maskcls.kfold as kfold
 from maskcls.cli import main
 from maskcls.config import ConfigError, load_config
@@ -17,6 +18,7 @@ from maskcls.data.reader import read_eval, read_train
 from maskcls.evaluation import evaluate_run, predict_source
 from maskcls.models import create_model
 from maskcls.predict import Predictor, expand_runs
+from maskcls.run import Run
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +57,18 @@ def test_kfold_folds_are_person_disjoint_and_oof_covers_every_person_once(tiny_c
     assert list(pd.read_csv(sub)["ImageID"]) == list(read_eval(demo_root)["ImageID"])
     m, _ = evaluate_run(kdir, answers=str(demo_root / "eval" / "answers.csv"), progress=False)
     assert m["images"] == 6 * 7
+
+    # without --answers: each fold model scores only the persons its own split held out (out-of-fold)
+    for k, (train, val) in enumerate(seen):
+        split = pd.read_csv(f"{kdir}/fold{k}/split.csv", dtype=str)
+        assert set(split.loc[split["part"] == "val", "person"]) == set(val["person"])
+        assert set(split.loc[split["part"] == "train", "person"]) == set(train["person"])
+    m, _ = evaluate_run(kdir, progress=False)
+    preds = pd.read_csv(f"{kdir}/val_predictions.csv", dtype={"person": str})
+    assert len(preds) == 12 * 7 and set(preds["person"]) == persons and not preds["path"].duplicated().any()
+    merged = preds.merge(oof[["path", "pred"]], on="path", suffixes=("", "_oof"))
+    assert len(merged) == len(oof) and (merged["pred"] == merged["pred_oof"]).all()  # the fold model's own answer
+    assert m["f1"] == pytest.approx(result["oof_f1"])
 
 
 SPACE = {
@@ -117,18 +131,18 @@ def test_flip_tta_changes_nothing_for_a_flip_invariant_input(model):
     x = torch.randn(2, 3, 64, 48)
     x = (x + x.flip(3)) / 2  # mirror-symmetric
     loader = [(x, torch.tensor([0, 1]))]
-    plain, _ = engine.predict_probs(model, loader, torch.device("cpu"))
-    flipped, _ = engine.predict_probs(model, loader, torch.device("cpu"), tta=["flip"])
+    plain, _ = inference.predict_probs(model, loader, torch.device("cpu"))
+    flipped, _ = inference.predict_probs(model, loader, torch.device("cpu"), tta=["flip"])
     assert np.allclose(plain, flipped, atol=1e-6)
     y = torch.randn(2, 3, 64, 48)  # a non-symmetric input does change: the test can fail
-    a, _ = engine.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"))
-    b, _ = engine.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"), tta=["flip"])
+    a, _ = inference.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"))
+    b, _ = inference.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"), tta=["flip"])
     assert not np.allclose(a, b, atol=1e-6)
 
 
 def test_predictor_applies_eval_tta(model, tiny_cfg, demo_root, monkeypatch):
     cfg = tiny_cfg("eval.tta=[flip]")
-    pred = Predictor(model, cfg, {"mean": [0.5] * 3, "std": [0.5] * 3})
+    pred = Predictor(Run(model, cfg, {"mean": [0.5] * 3, "std": [0.5] * 3}))
     image = np.asarray(read_train(demo_root)["path"].iloc[:2])
     x = torch.stack([pred.tensor(pred.decoder(p)) for p in image])
     with torch.no_grad():
@@ -139,8 +153,8 @@ def test_predictor_applies_eval_tta(model, tiny_cfg, demo_root, monkeypatch):
     assert np.allclose(pred.predict_images(list(image), tta=[]), plain, atol=1e-5)
 
     used = []
-    real = engine.tta_views
-    monkeypatch.setattr(engine, "tta_views", lambda x, tta: used.append(list(tta)) or real(x, tta))
+    real = inference.tta_views
+    monkeypatch.setattr(inference, "tta_views", lambda x, tta: used.append(list(tta)) or real(x, tta))
     frame = read_train(demo_root).iloc[:3]
     probs, kept = pred.predict_frame(frame, progress=False)
     assert used and all(t == ["flip"] for t in used) and probs.shape == (3, 18)

@@ -82,7 +82,7 @@ def test_subset_persons_is_fixed_and_stratified(demo_root):
 
 def test_max_persons_limits_the_training_split(tiny_cfg):
     from maskcls.data.reader import Report
-    from maskcls.engine import load_splits
+    from maskcls.data.loading import load_splits
 
     train, val = load_splits(tiny_cfg("data.max_persons=8"), Report())
     assert train["person"].nunique() + val["person"].nunique() == 8

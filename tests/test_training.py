@@ -12,6 +12,7 @@ from maskcls import engine
 from maskcls.checkpoint import load_checkpoint
 from maskcls.config import load_config
 from maskcls.engine import fit
+from maskcls.runtime import unique_run_dir
 
 
 class Interrupt(Exception):
@@ -58,7 +59,7 @@ def test_resume_equals_uninterrupted_and_run_files(tiny_cfg):
     assert state["epoch"] == 1 and state["config"] == cfg.to_dict() and "norm" in state
     assert 0.0 <= a["best_f1"] <= 1.0 and "f1" in a["metrics"]
     assert (run / "val_metrics.json").is_file() and (run / "log.csv").is_file()
-    assert engine.unique_run_dir(cfg.project, "exp") == Path(cfg.project) / "exp2"  # never overwrite a run
+    assert unique_run_dir(cfg.project, "exp") == Path(cfg.project) / "exp2"  # never overwrite a run
 
     # run B: interrupted after epoch 1, then resumed from its last.pt
     def stop_after_first(epoch, metrics):

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a run on its validation split or on a labelled list")
     p.add_argument("run", help="run folder or checkpoint")
-    p.add_argument("--answers", help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the run's val split")
+    p.add_argument("--answers", help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the persons "
+                                     "the run held out (its split.csv; k-fold: out-of-fold)")
     p.add_argument("--images", help="folder of the answers' images (default: answers' folder/images)")
     p.add_argument("--out", help="folder for metrics (default: the run folder)")
     _common(p, config=False)
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="one HTML report of a run")
     p.add_argument("run")
-    p.add_argument("--answers", help="labelled CSV to build the report on (default: the run's val split)")
+    p.add_argument("--answers", help="labelled CSV to build the report on (default: the persons the run held out)")
     p.add_argument("--images")
     _common(p, config=False)
     return ap

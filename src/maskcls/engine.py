@@ -1,109 +1,42 @@
-"""Training engine: ``train_one_epoch``, ``predict_probs`` and ``fit(cfg) -> metrics``.
+"""Training engine: ``train_one_epoch`` and ``fit(cfg) -> metrics``; nothing after training imports it.
 
 ``fit`` only wires pieces together; every piece (reader, split, cache, model,
-loss, sampler, mixing) is built by its own module from the config.
+loss, sampler, mixing) is built by its own module from the config. Process
+set-up lives in ``runtime``, data loading in ``data.loading`` and batch
+inference in ``inference``; a trained run is read back through ``run.Run``.
 """
 from __future__ import annotations
 
 import csv
 import logging
 import math
-import os
-import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict, save_config
-from .data.cache import build_cache
 from .data.dataset import PhotoDataset
 from .data.decode import Decoder
 from .data.labels_train import training_frame
-from .data.reader import Report, read_train
-from .data.splits import holdout
+from .data.loading import image_set, load_splits, load_train_frame, make_loader  # noqa: F401 (re-exported)
+from .data.reader import Report
+from .data.splits import SPLIT_FILE, save_split
 from .data.transforms import build_transform
+from .inference import predict_probs
 from .losses import loss_from_config
 from .metrics import compute_metrics, summary_text, write_metrics
 from .models import MaskNet, data_config, model_from_config
+from .run import run_folder
+from .runtime import resolve_device, seed_everything, setup_torch, unique_run_dir
 
 log = logging.getLogger("maskcls")
-
-
-# ----------------------------------------------------------------------------- setup
-def setup_torch(threads: int = 0) -> None:
-    """Pin torch threads: with 2 cores, oversubscription is slower than one pool."""
-    n = threads or os.cpu_count() or 1
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available; use train.device=cpu")
-    return torch.device(name)
-
-
-def unique_run_dir(project: str | Path, name: str) -> Path:
-    """runs/train, runs/train2, ... (never overwrite an earlier run)."""
-    base = Path(project)
-    p, i = base / name, 2
-    while p.exists():
-        p, i = base / f"{name}{i}", i + 1
-    return p
-
-
-# ----------------------------------------------------------------------------- data
-@dataclass
-class ImageSet:
-    """An image table with the source of its decoded pixels."""
-
-    frame: pd.DataFrame
-    source: Callable[[int], np.ndarray]
-    errors: list[str] = field(default_factory=list)
-
-
-def image_set(frame: pd.DataFrame, decoder: Decoder, cfg: Config, progress: bool = True) -> ImageSet:
-    """Attach pixels to a table: the decode cache, or decoding on the fly."""
-    frame = frame.reset_index(drop=True)
-    if not cfg.data.cache:
-        paths = frame["path"].tolist()
-        return ImageSet(frame, lambda i: decoder(paths[i]))
-    cache = build_cache(frame["path"].tolist(), decoder, cfg.data.cache_dir, progress=progress)
-    keep = np.flatnonzero(cache.ok)
-    rows = keep.copy()
-    kept = frame.iloc[keep].reset_index(drop=True)
-    return ImageSet(kept, lambda i: cache[rows[i]], list(cache.errors))
-
-
-def make_loader(ds: PhotoDataset, cfg: Config, *, train: bool, epoch_seed: int = 0, sampler=None) -> DataLoader:
-    g = torch.Generator().manual_seed(epoch_seed)
-    return DataLoader(
-        ds,
-        batch_size=cfg.data.batch_size if train else cfg.eval.batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        generator=g if train else None,
-        num_workers=cfg.data.workers,
-        drop_last=False,  # every validation image counts once; a short last train batch is fine
-        persistent_workers=False,
-    )
 
 
 # ----------------------------------------------------------------------------- loops
@@ -139,42 +72,6 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     return total / max(count, 1)
-
-
-def is_channels_last(model: torch.nn.Module) -> bool:
-    """Whether the model's convolutions hold NHWC weights (inputs should match)."""
-    w = next((p for p in model.parameters() if p.ndim == 4), None)
-    return w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
-
-
-def tta_views(x: torch.Tensor, tta: list[str]) -> list[torch.Tensor]:
-    """The input and its test-time variants: horizontal flip, small shifts."""
-    views = [x]
-    if "flip" in tta:
-        views.append(x.flip(3))
-    if "shift" in tta:
-        d = max(1, x.shape[-1] // 32)
-        views += [torch.roll(x, shifts=(0, d), dims=(2, 3)), torch.roll(x, shifts=(0, -d), dims=(2, 3))]
-    return views
-
-
-@torch.no_grad()
-def predict_probs(model: MaskNet, loader, device, *, tta: list[str] | None = None, progress=False,
-                  desc="eval") -> tuple[np.ndarray, np.ndarray]:
-    """(N, 18) class probabilities (mean over TTA views) and the labels of ``loader``."""
-    model.eval()
-    nhwc = is_channels_last(model)
-    probs, labels = [], []
-    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        x = x.to(device)
-        x = x.contiguous(memory_format=torch.channels_last) if nhwc else x
-        views = tta_views(x, tta or [])
-        p = sum(model.probs(v) for v in views) / len(views)
-        probs.append(p.cpu().numpy())
-        labels.append(y.numpy())
-    if not probs:
-        return np.zeros((0, 18), np.float32), np.zeros(0, np.int64)
-    return np.concatenate(probs), np.concatenate(labels)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -244,20 +141,6 @@ class Logger:
             self.tb.close()
 
 
-def load_train_frame(cfg: Config, report: Report) -> pd.DataFrame:
-    """The labelled training table; ``data.max_persons`` keeps a fixed stratified subset of persons."""
-    from .data.sampling import subset_persons
-
-    frame = read_train(cfg.data.root, age_thresholds=cfg.data.age_thresholds, relabel=cfg.data.relabel, report=report)
-    return subset_persons(frame, cfg.data.max_persons)
-
-
-def load_splits(cfg: Config, report: Report) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = load_train_frame(cfg, report)
-    return holdout(frame, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, fold=cfg.data.fold,
-                   by=cfg.data.split)
-
-
 def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None, resume: str | Path | None = None,
         run_dir: str | Path | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train a model from a config; returns the best validation metrics and the run paths.
@@ -270,7 +153,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     if resume:
         state = load_checkpoint(resume, "last")
         cfg = from_dict(state["config"]) if cfg is None else cfg
-        run_dir = Path(state["path"]).parent.parent
+        run_dir = run_folder(state["path"])
     setup_torch(cfg.train.threads)
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
@@ -280,6 +163,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     run_dir = Path(run_dir) if run_dir else unique_run_dir(cfg.project, cfg.name)
     (run_dir / "weights").mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    if state is None or not (run_dir / SPLIT_FILE).is_file():  # the persons it trains on, for evaluate and kfold
+        save_split(train_df, val_df, cfg.data.root, run_dir / SPLIT_FILE)
     log.info("run folder: %s (device %s, %d threads)", run_dir, device, torch.get_num_threads())
     overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
     if overlap:

@@ -8,54 +8,65 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, load_config, parse_override
-from .data.reader import Report, read_answers, read_eval, read_folder
+from .config import ConfigError
+from .data.reader import read_answers, read_eval, read_folder
 from .metrics import compute_metrics, write_metrics
-from .predict import Ensemble, Predictor, expand_runs, write_folder_predictions, write_submission
+from .predict import Ensemble, write_folder_predictions, write_submission
+from .run import run_folder
 
 log = logging.getLogger("maskcls")
 
 
-def load_models(runs: Sequence[str | Path], overrides: Sequence[str] = (), engine: str = "torch"):
-    """An Ensemble of runs, with ``key=value`` overrides (e.g. eval.tta=[flip]) applied to each."""
-    if engine == "onnx":
-        from .export import OnnxPredictor
-
-        members = [OnnxPredictor.load(r) for r in expand_runs(runs)]
-    else:
-        members = [Predictor.load(r) for r in expand_runs(runs)]
-    if overrides:
-        values = dict(parse_override(o) for o in overrides)
-        for m in members:
-            m.cfg = load_config(None, {**m.cfg.to_dict(), **values})
-    return Ensemble(members)
+def load_models(runs: Sequence[str | Path], overrides: Sequence[str] = (), engine: str = "torch") -> Ensemble:
+    """An Ensemble of runs (k-fold folders expanded), with ``key=value`` overrides (e.g. eval.tta=[flip])."""
+    return Ensemble.load(runs, overrides=overrides, engine=engine)
 
 
-def labelled_frame(ens: Ensemble, answers: str | None, images: str | None) -> tuple[pd.DataFrame, str]:
-    if answers:
-        folder = images or str(Path(answers).parent / "images")
-        return read_answers(answers, folder), "eval"
-    from .engine import load_splits
+def held_out_predictions(ens: Ensemble, progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """Each member scores the persons it did not train on (``split.csv``); rows of all members together.
 
-    cfg = ens.cfg
-    _, val = load_splits(cfg, Report())
-    if val.empty:
-        raise ConfigError("this run trained on all persons (data.val_fraction=0): pass --answers CSV to evaluate")
-    return val.assign(ImageID=val["path"]), "val"
+    For one run: its validation persons. For a k-fold folder: out-of-fold, every
+    person once, by the fold model that never saw them.
+    """
+    probs, frames = [], []
+    for k, m in enumerate(ens.members):
+        frame = m.run.held_out_frame()
+        p, kept = m.predict_frame(frame.assign(ImageID=frame["path"]), progress=progress)
+        probs.append(p)
+        frames.append(kept.assign(member=k))
+    kept = pd.concat(frames, ignore_index=True)
+    if kept["path"].duplicated().any():
+        raise ConfigError("these runs hold out overlapping images (not the folds of one k-fold): "
+                          "evaluate them one by one, or pass --answers CSV")
+    return np.concatenate(probs), kept
 
 
 def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | None = None, out: str | None = None,
                  overrides: Sequence[str] = (), progress: bool = True, engine: str = "torch") -> tuple[dict, Path]:
-    """Metrics of a run (or k-fold folder) on ``answers`` or on its validation split."""
+    """Metrics of a run (or k-fold folder) on ``answers``, or on the persons it held out.
+
+    Without ``answers`` each model scores only the persons its own split held out
+    (``split.csv``), so a k-fold folder is scored out-of-fold.
+    """
     ens = load_models([run], overrides, engine)
-    frame, stem = labelled_frame(ens, answers, images)
-    probs, kept = ens.predict_frame(frame, progress=progress)
+    if answers:
+        frame = read_answers(answers, images or str(Path(answers).parent / "images"))
+        probs, kept = ens.predict_frame(frame, progress=progress)
+        stem = "eval"
+    else:
+        probs, kept = held_out_predictions(ens, progress)
+        stem = "val"
     labels = kept["label"].to_numpy(int)
-    m = compute_metrics(labels, probs.argmax(1))
-    folder = Path(out) if out else (Path(run) if Path(run).is_dir() else Path(run).parent.parent)
-    path = write_metrics(m, folder, f"{stem}_metrics", title=f"{stem} ({len(kept)} images)")
+    pred = probs.argmax(1)
+    m = compute_metrics(labels, pred)
+    folder = Path(out) if out else run_folder(run)
+    title = f"{stem} ({len(kept)} images)" if answers else \
+        f"held-out persons ({len(kept)} images, {kept['person'].nunique()} persons, {len(ens.members)} model(s))"
+    path = write_metrics(m, folder, f"{stem}_metrics", title=title)
     preds = pd.DataFrame({"ImageID": kept["ImageID"], "path": kept["path"], "label": labels,
-                          "pred": probs.argmax(1), "confidence": probs.max(1).round(4)})
+                          "pred": pred, "confidence": probs.max(1).round(4)})
+    if "person" in kept:
+        preds["person"] = kept["person"].to_numpy()
     preds.to_csv(folder / f"{stem}_predictions.csv", index=False)
     np.save(folder / f"{stem}_probs.npy", probs.astype(np.float32))
     return m, path
@@ -67,8 +78,7 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     """Submission CSV for a data root with eval/info.csv, else one row per image of a folder."""
     ens = load_models(runs, overrides, engine)
     src = Path(source or ens.cfg.data.root)
-    first = Path(expand_runs(runs)[0])
-    run_dir = first if first.is_dir() else first.parent.parent
+    run_dir = run_folder(ens.members[0].path)
     if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file():
         frame = read_eval(src)
         probs, kept = ens.predict_frame(frame, progress=progress)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config, from_dict
-from .models import MaskNet, create_model
+from .config import Config
+from .models import MaskNet
 from .predict import Predictor
+from .run import Run, onnx_path
 
 OPSET = 17
 META_KEY = "maskcls"
@@ -59,7 +59,7 @@ def export_model(model: MaskNet, cfg: Config, norm: dict, out: str | Path, *, op
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     h, w = cfg.data.image_size
-    wrapper = ProbsModel(model.cpu().eval()).eval()
+    wrapper = ProbsModel(model.cpu().to(memory_format=torch.contiguous_format).eval()).eval()
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -75,22 +75,13 @@ def export_model(model: MaskNet, cfg: Config, norm: dict, out: str | Path, *, op
     return out
 
 
-def default_onnx_path(run: str | Path) -> Path:
-    """<run>/weights/model.onnx for a run folder or a checkpoint inside it."""
-    p = Path(run)
-    if p.suffix == ".onnx":
-        return p
-    return (p / "weights" if p.is_dir() else p.parent) / "model.onnx"
+default_onnx_path = onnx_path  # <run>/weights/model.onnx
 
 
 def export_onnx(run: str | Path, out: str | Path | None = None, *, which: str = "best") -> Path:
     """Export a run's checkpoint (``maskcls export RUN``); default ``<run>/weights/model.onnx``."""
-    state = load_checkpoint(run, which)
-    cfg = from_dict(state["config"])
-    m = cfg.model
-    model = create_model(m.name, head=m.head, pretrained=False, drop_rate=m.drop_rate)
-    model.load_state_dict(state["model"])
-    return export_model(model, cfg, state["norm"], out or default_onnx_path(run))
+    r = Run.open(run, which=which, device="cpu")
+    return export_model(r.model, r.cfg, r.norm, out or onnx_path(run))
 
 
 class OrtModel(torch.nn.Module):
@@ -126,19 +117,7 @@ class OnnxPredictor(Predictor):
     """A Predictor (same decoder, transform, predict_images / predict_frame) backed by ONNX Runtime."""
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "cpu", which: str = "best", threads: int = 0) -> "OnnxPredictor":
+    def load(cls, run: str | Path, device: str = "cpu", which: str = "best", threads: int = 0,
+             overrides=()) -> "OnnxPredictor":
         """From a run folder (its weights/model.onnx), a checkpoint beside one, or an .onnx file."""
-        path = default_onnx_path(run)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no ONNX model; run `maskcls export {run}` first")
-        try:
-            session = ort_session(path, threads)
-            meta = session.get_modelmeta().custom_metadata_map
-            info = json.loads(meta[META_KEY])
-        except KeyError:
-            raise CheckpointError(f"{path}: ONNX model without maskcls settings; export it with `maskcls export`") from None
-        except Exception as e:  # onnxruntime raises its own types for bad files
-            raise CheckpointError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
-        pred = cls(OrtModel(session), from_dict(info["config"]), info["norm"], "cpu")
-        pred.path = str(path)
-        return pred
+        return cls(Run.open(run, overrides, engine="onnx", threads=threads))

@@ -16,11 +16,14 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, save_config
+from .data.loading import load_train_frame
 from .data.reader import Report
 from .data.splits import kfold_indices
-from .engine import fit, load_train_frame, unique_run_dir
+from .engine import fit
 from .metrics import compute_metrics, write_metrics
 from .predict import Predictor
+from .run import Run
+from .runtime import unique_run_dir
 
 log = logging.getLogger("maskcls")
 
@@ -43,7 +46,7 @@ def run_kfold(cfg: Config) -> dict:
         log.info("fold %d/%d: train %d persons, val %d persons", k + 1, len(folds), train_df["person"].nunique(),
                  val_df["person"].nunique())
         result = fit(fold_cfg, splits=(train_df, val_df), run_dir=kdir / f"fold{k}")
-        probs, kept = Predictor.load(result["run_dir"]).predict_frame(val_df, progress=cfg.train.progress)
+        probs, kept = Predictor(Run.open(result["run_dir"])).predict_frame(val_df, progress=cfg.train.progress)
         part = kept[["path", "person", "label"]].assign(fold=k, pred=probs.argmax(1))
         columns = pd.DataFrame(probs.round(5), columns=[f"p{c}" for c in range(probs.shape[1])])
         parts.append(pd.concat([part.reset_index(drop=True), columns], axis=1))

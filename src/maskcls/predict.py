@@ -1,6 +1,6 @@
 """Prediction from trained runs: one model or a soft-voting ensemble of many.
 
-A checkpoint carries its config and normalisation, so the decoder and the
+A ``Run`` carries its config and normalisation, so the decoder and the
 deterministic eval transform are rebuilt exactly as validation used them.
 """
 from __future__ import annotations
@@ -15,39 +15,31 @@ import pandas as pd
 import torch
 
 from . import labels as L
-from .checkpoint import load_checkpoint
-from .config import Config, from_dict
+from .config import Config
 from .data.dataset import PhotoDataset
-from .data.decode import Decoder
-from .data.transforms import build_transform
-from .engine import image_set, make_loader, predict_probs, resolve_device, setup_torch
-from .models import MaskNet, create_model
+from .data.loading import image_set, make_loader
+from .inference import batch_probs, is_channels_last, predict_probs
+from .run import Run, expand_runs, open_runs
 
 log = logging.getLogger("maskcls")
 
+__all__ = ["Predictor", "Ensemble", "expand_runs", "write_submission", "write_folder_predictions"]
+
 
 class Predictor:
-    """One trained model with its decoder and eval transform."""
+    """Predictions of one ``Run``: images or an image table in, (N, 18) probabilities out."""
 
-    def __init__(self, model: MaskNet, cfg: Config, norm: dict, device: torch.device | str = "cpu"):
-        self.cfg, self.norm = cfg, norm
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        if cfg.train.channels_last:  # NHWC: ~1.6x faster CPU inference for these backbones
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.decoder = Decoder(cfg.data, cfg.preprocess)
-        self.transform = build_transform(cfg.data, train=False, **norm)
+    def __init__(self, run: Run):
+        self.run = run
+        self.cfg, self.norm, self.model, self.device = run.cfg, run.norm, run.model, run.device
+        self.decoder, self.transform = run.decoder, run.transform
+        self.path = str(run.path)
 
     @classmethod
-    def load(cls, run: str | Path, device: str = "auto", which: str = "best") -> "Predictor":
-        state = load_checkpoint(run, which)
-        cfg = from_dict(state["config"])
-        m = cfg.model
-        model = create_model(m.name, head=m.head, pretrained=False, drop_rate=m.drop_rate)
-        model.load_state_dict(state["model"])
-        pred = cls(model, cfg, state["norm"], resolve_device(device if device != "auto" else cfg.train.device))
-        pred.path = state["path"]
-        return pred
+    def load(cls, run: str | Path, device: str | None = None, which: str = "best",
+             overrides: Sequence[str] = ()) -> "Predictor":
+        """``device`` None (or "auto" from older callers) uses the run's ``train.device``."""
+        return cls(Run.open(run, overrides, which=which, device=None if device == "auto" else device))
 
     def tensor(self, decoded: np.ndarray) -> torch.Tensor:
         return self.transform(image=decoded)["image"]
@@ -58,12 +50,9 @@ class Predictor:
         if not len(images):
             return np.zeros((0, L.NUM_CLASSES), np.float32)
         x = torch.stack([self.tensor(self.decoder(im)) for im in images]).to(self.device)
-        if self.cfg.train.channels_last:
+        if is_channels_last(self.model):
             x = x.contiguous(memory_format=torch.channels_last)
-        from .engine import tta_views
-
-        views = tta_views(x, tta if tta is not None else self.cfg.eval.tta)
-        return (sum(self.model.probs(v) for v in views) / len(views)).cpu().numpy()
+        return batch_probs(self.model, x, tta if tta is not None else self.cfg.eval.tta).cpu().numpy()
 
     def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True):
         """Probabilities for every row of an image table (via the decode cache if on).
@@ -89,8 +78,14 @@ class Ensemble:
         self.members = members
 
     @classmethod
-    def load(cls, runs: Sequence[str | Path], device: str = "auto") -> "Ensemble":
-        return cls([Predictor.load(r, device) for r in expand_runs(runs)])
+    def load(cls, runs: Sequence[str | Path], device: str | None = None, overrides: Sequence[str] = (),
+             engine: str = "torch", threads: int = 0) -> "Ensemble":
+        """Every run of ``runs`` (k-fold folders expanded) with the same overrides."""
+        if engine == "onnx":
+            from .export import OnnxPredictor
+
+            return cls([OnnxPredictor(r) for r in open_runs(runs, overrides, engine="onnx", threads=threads)])
+        return cls([Predictor(r) for r in open_runs(runs, overrides, device=device, threads=threads)])
 
     @property
     def cfg(self) -> Config:
@@ -108,16 +103,6 @@ class Ensemble:
             idx = pd.Series(np.arange(len(f)), index=f["path"])
             stacked.append(probs[idx[kept["path"]].to_numpy()])
         return np.mean(stacked, axis=0), kept
-
-
-def expand_runs(runs: Sequence[str | Path]) -> list[Path]:
-    """Run folders, checkpoints, or a k-fold folder (its fold*/ runs)."""
-    out: list[Path] = []
-    for r in runs:
-        p = Path(r)
-        folds = sorted(p.glob("fold*/weights/best.pt")) if p.is_dir() else []
-        out += [f.parent.parent for f in folds] if folds and not (p / "weights").is_dir() else [p]
-    return out
 
 
 def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, info: pd.DataFrame | None = None) -> Path:

@@ -23,16 +23,12 @@ import pandas as pd
 from . import labels as L
 from .data.images import ImageReadError, load_rgb
 from .metrics import class_name, save_confusion_png
+from .run import run_folder
 
 log = logging.getLogger("maskcls")
 
 WORST = 24  # mistakes shown in the gallery
 THUMB = 160  # thumbnail height in pixels
-
-
-def run_folder(run: str | Path) -> Path:
-    p = Path(run)
-    return p if p.is_dir() else p.parent.parent
 
 
 def find_results(run: str | Path, answers: str | None = None, images: str | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import labels as L
 from ..data.decode import Decoder
-from ..predict import Ensemble, expand_runs
+from ..predict import Ensemble
 
 
 def _env_int(name: str, default: int) -> int:
@@ -43,18 +43,10 @@ class ServeSettings:
 
 
 def load_ensemble(runs: Sequence[str | Path], engine: str = "torch", threads: int = 0) -> Ensemble:
-    """Soft-voting ensemble of runs on the CPU (or CUDA) with ``threads`` intra-op threads."""
-    if engine == "onnx":
-        from ..export import OnnxPredictor
-
-        return Ensemble([OnnxPredictor.load(r, threads=threads) for r in expand_runs(runs)])
-    if engine != "torch":
+    """Soft-voting ensemble of runs (each a ``Run``) on the CPU (or CUDA) with ``threads`` intra-op threads."""
+    if engine not in ("torch", "onnx"):
         raise ValueError(f"unknown engine '{engine}'; choose torch or onnx")
-    from ..engine import setup_torch
-
-    if threads:
-        setup_torch(threads)
-    return Ensemble.load(runs)
+    return Ensemble.load(runs, engine=engine, threads=threads)
 
 
 def axis_probabilities(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> dict:
