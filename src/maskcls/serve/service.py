@@ -31,8 +31,13 @@ class ServeSettings:
     """Limits and per-worker resources; ``from_env`` reads the MASKCLS_* variables."""
 
     max_bytes: int = 10 * 1024 * 1024  # per uploaded file
-    max_pixels: int = 40_000_000  # width x height, checked before decoding
+    max_pixels: int = 40_000_000  # width x height per file, checked before decoding
     max_files: int = 16  # per /predict/batch request
+    max_request_bytes: int = 32 * 1024 * 1024  # body of one /predict/batch request, counted while it streams
+    max_request_pixels: int = 64_000_000  # width x height summed over one request's files (~200 MB decoded)
+    max_inflight: int = 2  # requests decoding / inferring at once, on a fixed pool of threads
+    max_queue: int = 16  # requests waiting for a free worker; more get 503 + Retry-After
+    queue_timeout: int = 30  # seconds a request may wait for a worker before its 503
     max_faces: int = 8  # faces classified per photo (largest first)
     threads: int = 0  # torch / ONNX Runtime threads per worker (0: library default)
 
