@@ -41,6 +41,9 @@ def load_checkpoint(run: str | Path, which: str = "best") -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
+        if type(e).__name__ == "UnpicklingError" or "weights_only" in str(e):
+            raise CheckpointError(f"{path}: refused: it holds pickled objects other than tensors, and loading them "
+                                  f"could run code") from None
         raise CheckpointError(f"{path}: not a readable maskcls checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a maskcls checkpoint (no model/config); for bare weights use model.weights=")

@@ -30,6 +30,7 @@ def choice(default: Any, *options: Any) -> Any:
 class DataConfig:
     root: str = "data/demo"  # folder with train/ and eval/ in the competition layout
     relabel: str | None = None  # CSV id,field,value[,image] of known wrong labels
+    allow_duplicates: bool = False  # read repeated train.csv rows / shared ids / conflicting relabel rows (warn only)
     age_thresholds: list[int] = field(default_factory=lambda: [30, 60])  # true bands (evaluation)
     train_age_thresholds: list[int] | None = None  # bands used for training targets only
     drop_train_ages: list[int] = field(default_factory=list)  # ages left out of training, e.g. [57, 58, 59]
@@ -261,6 +262,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 def validate(cfg: Config) -> None:
     """Cross-field checks that single fields cannot express."""
+    name = str(cfg.name)
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise ConfigError(f"name: {name!r} must be a plain folder name: runs are written under project/ "
+                          f"({cfg.project}); change project= to write elsewhere")
     d = cfg.data
     for key in ("age_thresholds", "train_age_thresholds"):
         t = getattr(d, key)

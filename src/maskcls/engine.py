@@ -172,6 +172,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     decoder = Decoder(cfg.data, cfg.preprocess)
     progress = cfg.train.progress
     both = image_set(pd.concat([train_df.assign(_split="train"), val_df.assign(_split="val")]), decoder, cfg, progress)
+    if both.errors:  # now, before the first epoch, not after hours of training
+        log.warning("%d unreadable images will be skipped:\n  %s", len(both.errors), "\n  ".join(both.errors))
     train_all = both.frame[both.frame["_split"] == "train"]
     train_set_frame = training_frame(train_all, cfg.data)
     val_frame = both.frame[both.frame["_split"] == "val"].reset_index(drop=True)
@@ -258,7 +260,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     logger.close()
     problems = report.warnings + both.errors + train_ds.errors + val_ds.errors  # the latter: no cache
     if both.errors:
-        log.warning("%d unreadable images were skipped:\n  %s", len(both.errors), "\n  ".join(both.errors))
+        log.warning("%d unreadable images were skipped (listed before the first epoch)", len(both.errors))
     result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": best_f1,
               "wall_s": round(time.time() - t_start, 1), "problems": problems}
     if best_metrics:

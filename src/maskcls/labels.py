@@ -6,16 +6,21 @@ so that training, evaluation and serving agree on one definition.
 """
 from __future__ import annotations
 
+import logging
+import math
 import re
 from enum import IntEnum
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 NUM_CLASSES = 18
 DEFAULT_AGE_THRESHOLDS = (30, 60)
+AGE_RANGE = (0, 120)  # whole years; anything else in a label file is a typo, not a person
+
+log = logging.getLogger("maskcls")
 
 
 class Mask(IntEnum):
@@ -90,6 +95,23 @@ def parse_gender(text: str) -> Gender:
     raise ValueError(f"unknown gender {text!r} (expected male or female)")
 
 
+def parse_age(text) -> int:
+    """An age in whole years within AGE_RANGE; ValueError naming the value otherwise (inf, -3, 1e9, 31.5, old)."""
+    t = str(text).strip()
+    try:
+        value = float(t)
+    except ValueError:
+        raise ValueError(f"age {t!r} is not a number") from None
+    lo, hi = AGE_RANGE
+    if not math.isfinite(value):
+        raise ValueError(f"age {t!r} is not a finite number")
+    if value != int(value):
+        raise ValueError(f"age {t!r} is not a whole number of years")
+    if not lo <= value <= hi:
+        raise ValueError(f"age {t} is outside {lo}..{hi}")
+    return int(value)
+
+
 def mask_from_stem(stem: str) -> Mask | None:
     """Mask state from a photo's file stem, or None if the name is unknown."""
     m = _STEM.match(stem.lower())
@@ -113,7 +135,10 @@ def load_relabel(path: str | Path) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: relabel file not found")
-    table = pd.read_csv(p, dtype=str)
+    try:
+        table = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not a readable relabel CSV ({str(e).splitlines()[0]})") from None
     missing = {"id", "field", "value"} - set(table.columns)
     if missing:
         raise ValueError(f"{p}: relabel CSV lacks column(s) {sorted(missing)}; expected id,field,value[,image]")
@@ -123,27 +148,50 @@ def load_relabel(path: str | Path) -> pd.DataFrame:
     return table
 
 
-def apply_relabel(frame: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Apply a relabel table to an image table; returns (new table, rows changed)."""
+def apply_relabel(frame: pd.DataFrame, table: pd.DataFrame, *, allow_conflicts: bool = False,
+                  warn: Callable[[str], None] = log.warning) -> tuple[pd.DataFrame, int]:
+    """Apply a relabel table to an image table; returns (new table, rows changed).
+
+    A row that matches no photo is reported through ``warn`` (a typo in an id
+    must not pass silently). Two rows giving one label two values are an error
+    unless ``allow_conflicts`` (then the last row wins, with a warning).
+    """
     out = frame.copy()
     changed = 0
+    seen: dict[tuple, tuple[int, str]] = {}
     for line, row in enumerate(table.itertuples(index=False), start=2):
         sel = out["person"] == str(row.id)
+        image = getattr(row, "image", "")
+        image = image.strip() if isinstance(image, str) else ""
         try:
             if row.field == "gender":
-                out.loc[sel, "gender"] = int(parse_gender(row.value))
+                value = str(int(parse_gender(row.value)))
+                out.loc[sel, "gender"] = int(value)
             elif row.field == "age":
-                out.loc[sel, "age"] = int(float(row.value))
+                value = str(parse_age(row.value))
+                out.loc[sel, "age"] = int(value)
             else:
-                image = getattr(row, "image", None)
-                if not isinstance(image, str) or not image:
+                if not image:
                     raise ValueError("a mask relabel needs the image column (e.g. normal)")
                 if str(row.value).upper() not in Mask.__members__:
                     raise ValueError(f"unknown mask {row.value!r} (expected wear, incorrect or not_wear)")
+                value = str(int(Mask[str(row.value).upper()]))
                 sel &= out["path"].map(lambda s: Path(s).stem.lower() == image.lower())
-                out.loc[sel, "mask"] = int(Mask[str(row.value).upper()])
+                out.loc[sel, "mask"] = int(value)
         except (ValueError, TypeError) as e:
             raise ValueError(f"line {line} (person {row.id}, {row.field}): {e}") from None
+        key = (str(row.id), row.field, image.lower() if row.field == "mask" else "")
+        if key in seen and seen[key][1] != value:
+            what = f"{row.field}" + (f" of {image}" if row.field == "mask" else "")
+            msg = (f"lines {seen[key][0]} and {line} give person {row.id} two different {what} values "
+                   f"({row.value!r} last)")
+            if not allow_conflicts:
+                raise ValueError(f"{msg}; keep one row, or set data.allow_duplicates=true to let the last row win")
+            warn(f"{msg}; the last row wins (data.allow_duplicates)")
+        seen[key] = (line, value)
+        if not sel.any():
+            warn(f"line {line}: person {row.id}" + (f" photo {image}" if row.field == "mask" else "")
+                 + " is not in the data; nothing changed")
         changed += int(sel.sum())
     return out, changed
 

@@ -139,8 +139,30 @@ def imagenet_model(name: str) -> nn.Module:
     return model
 
 
+def load_weights_file(path: Path):
+    """``torch.load`` restricted to tensors and plain containers; one-line ModelError otherwise.
+
+    A file that needs code to unpickle is refused outright: torch's own message
+    suggests retrying with ``weights_only=False``, which would run that code.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        import pickle
+
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
+            raise ModelError(f"{path}: refused: the file holds pickled objects other than tensors, and loading them "
+                             f"could run code; give a plain state dict (torch.save(model.state_dict(), ...))") from None
+        first = text.splitlines()[0][:200] if text else type(e).__name__
+        raise ModelError(f"{path}: not a readable weights file ({first})") from None
+
+
 def _load_backbone_file(backbone: nn.Module, path: Path, name: str) -> None:
-    sd = clean_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    sd = load_weights_file(path)
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: not a state dict (found {type(sd).__name__}); give a file of torch.save(state_dict)")
+    sd = clean_state_dict(sd)
     if any(k.startswith("_blocks.") for k in sd):
         full = _timm_create(name, pretrained=False)
         sd = rename_efficientnet_lite(sd, full)

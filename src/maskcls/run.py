@@ -196,8 +196,8 @@ class Run:
             raise ConfigError(f"{self.folder}: this run trained on all persons (data.val_fraction=0): "
                               f"pass --answers CSV to evaluate")
         d = self.cfg.data
-        frame = held_out(read_train(d.root, age_thresholds=d.age_thresholds, relabel=d.relabel, report=Report()),
-                         split, d.root)
+        frame = held_out(read_train(d.root, age_thresholds=d.age_thresholds, relabel=d.relabel, report=Report(),
+                                    allow_duplicates=d.allow_duplicates), split, d.root)
         if len(frame) < len(want):
             log.warning("%s: %d of %d held-out images not found under %s", self.folder, len(want) - len(frame),
                         len(want), d.root)

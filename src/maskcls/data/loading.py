@@ -57,7 +57,7 @@ def load_train_frame(cfg: Config, report: Report | None = None) -> pd.DataFrame:
     from .sampling import subset_persons
 
     frame = read_train(cfg.data.root, age_thresholds=cfg.data.age_thresholds, relabel=cfg.data.relabel,
-                       report=report if report is not None else Report())
+                       report=report if report is not None else Report(), allow_duplicates=cfg.data.allow_duplicates)
     return subset_persons(frame, cfg.data.max_persons)
 
 
