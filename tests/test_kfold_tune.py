@@ -101,8 +101,9 @@ def test_tune_study_exports_a_yaml_that_trains(tiny_cfg, tmp_path):
     assert main(["train", "-c", str(folder / "best.yaml"), "-q", "name=from_best"]) == 0
     assert (tmp_path / "runs" / "from_best" / "weights" / "best.pt").is_file()
 
-    cfg.tune.n_trials = 1  # a second worker joins the same study instead of starting over
+    cfg.tune.n_trials = 3  # a second worker joins the same study and runs only what the budget has left
     assert run_tune(cfg)["trials"] == 3
+    assert len(optuna.load_study(study_name="s1", storage=out["storage"]).trials) == 3
 
 
 def test_tune_rejects_a_bad_space_before_training(tiny_cfg):

@@ -46,6 +46,7 @@ class DataConfig:
     cache_dir: str = ".cache/maskcls"
     batch_size: int = 32
     workers: int = 0  # DataLoader workers; 0 is fastest on 2 cores with the cache
+    loader: str = choice("auto", "auto", "cpu", "gpu")  # gpu: augment batches on the device (auto: when on CUDA)
     sampler: str = choice("class", "none", "class", "person")  # weighted sampling (class: +0.04 F1, BENCHMARKS.md)
     max_persons: int = 0  # train on a fixed stratified subset of this many persons (0: all), e.g. for ablations
 
@@ -116,9 +117,9 @@ class EvalConfig:
 
 @dataclass
 class TuneConfig:
-    n_trials: int = 20
+    n_trials: int = 20  # trials of the whole study, shared by all workers on its storage
     timeout: float | None = None  # seconds
-    storage: str | None = None  # database URL; None: sqlite file in the study folder
+    storage: str | None = None  # database URL (postgresql://... for many machines); None: sqlite in the study folder
     study: str = "maskcls"
     space: dict = field(
         default_factory=lambda: {

@@ -7,7 +7,12 @@ validation macro F1 after every epoch and a MedianPruner stops weak trials
 early. The study lives in a database (``tune.storage``, default a sqlite file
 in ``<project>/<study>/``) and is opened with ``load_if_exists``, so several
 workers, even on several machines sharing a database URL, fill one study.
-The best trial is exported as ``best.yaml``, a config ``maskcls train -c`` takes.
+``tune.n_trials`` is the budget of the whole study, not of one worker: Optuna's
+``MaxTrialsCallback`` stops a worker once finished plus running trials reach
+it, and a trial that another worker's trial beat to the last slot ends before
+training (see ``over_budget``), so the workers together finish exactly
+``n_trials``. The best trial is exported as ``best.yaml``, a config
+``maskcls train -c`` takes.
 """
 from __future__ import annotations
 
@@ -93,20 +98,61 @@ def export_best(cfg: Config, params: dict, path: Path, header: str = "") -> Path
     return path
 
 
+class BudgetSpent(Exception):
+    """This trial came after the study's last slot was taken by another worker."""
+
+
+def budget_states() -> tuple:
+    """Trial states that use up ``tune.n_trials``: finished, pruned, and running on some worker."""
+    from optuna.trial import TrialState
+
+    return TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING
+
+
+def over_budget(study, number: int, n_trials: int) -> bool:
+    """Whether ``n_trials`` trials numbered below ``number`` already hold the budget.
+
+    Trial numbers are handed out by the database one by one, so across any
+    number of workers the first ``n_trials`` live trials keep their slots and
+    later ones step aside; failed trials (a crashed worker, via the heartbeat)
+    give their slot back.
+    """
+    ahead = study.get_trials(deepcopy=False, states=budget_states())
+    return sum(t.number < number for t in ahead) >= n_trials
+
+
+def open_storage(url: str):
+    """Optuna RDB storage for ``url``: waits on a busy sqlite file; heartbeats free a dead worker's trial."""
+    import optuna
+
+    import warnings
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable since 2.9
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
+
+
 def run_tune(cfg: Config) -> dict:
     """Run (or join) the study ``tune.study``; returns the best value, params and exported YAML."""
     import optuna
+    from optuna.study import MaxTrialsCallback
 
     t = cfg.tune
     check_space(t.space, cfg)
     folder = Path(cfg.project) / t.study
     folder.mkdir(parents=True, exist_ok=True)
     storage = t.storage or f"sqlite:///{folder.resolve() / 'study.db'}"
-    study = optuna.create_study(study_name=t.study, storage=storage, load_if_exists=True, direction="maximize",
+    study = optuna.create_study(study_name=t.study, storage=open_storage(storage), load_if_exists=True,
+                                direction="maximize",
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
-    log.info("study %s in %s (%d trials so far)", t.study, storage, len(study.trials))
+    used = len(study.get_trials(deepcopy=False, states=budget_states()))
+    log.info("study %s in %s (%d of %d trials used or running)", t.study, storage, used, t.n_trials)
 
     def objective(trial: "optuna.Trial") -> float:
+        if over_budget(study, trial.number, t.n_trials):
+            study.stop()
+            raise BudgetSpent(f"trial {trial.number}: the study's {t.n_trials} trials are taken by other workers")
         values = {key: suggest(trial, key, spec) for key, spec in t.space.items()}
         trial_cfg = trial_config(cfg, values)
         run_dir = folder / f"trial{trial.number}"
@@ -122,8 +168,11 @@ def run_tune(cfg: Config) -> dict:
         result = fit(trial_cfg, run_dir=run_dir, on_epoch=report)
         return float(result["best_f1"])
 
-    study.optimize(objective, n_trials=t.n_trials, timeout=t.timeout, gc_after_trial=True)
-    out = {"study": t.study, "storage": storage, "trials": len(study.trials)}
+    if used < t.n_trials:
+        study.optimize(objective, n_trials=t.n_trials - used, timeout=t.timeout, gc_after_trial=True,
+                       catch=(BudgetSpent,), callbacks=[MaxTrialsCallback(t.n_trials, states=budget_states())])
+    finished = study.get_trials(deepcopy=False, states=budget_states()[:2])
+    out = {"study": t.study, "storage": storage, "trials": len(finished)}
     try:
         best = study.best_trial
     except ValueError:

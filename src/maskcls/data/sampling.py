@@ -36,6 +36,43 @@ def make_sampler(kind: str, frame: pd.DataFrame, seed: int):
                                  generator=torch.Generator().manual_seed(seed))
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """The order of one epoch from ``set_epoch(seed)``, optionally one shard of it.
+
+    Used where a loader outlives an epoch (persistent workers) and under
+    torchrun: every rank draws the same sequence (weighted for ``class`` and
+    ``person``, a permutation for ``none``) from the same seed, pads it to a
+    multiple of ``world`` with its first items, and takes positions ``rank``,
+    ``rank + world``, ... So the ranks' batches k together hold exactly the
+    photos of batch k of one process with the whole batch, and the weighting
+    is the one ``make_sampler`` gives.
+    """
+
+    def __init__(self, kind: str, frame: pd.DataFrame, *, rank: int = 0, world: int = 1, seed: int = 0):
+        self.weights = None if kind == "none" else torch.as_tensor(sample_weights(kind, frame), dtype=torch.double)
+        self.n, self.rank, self.world, self.seed = len(frame), rank, world, seed
+
+    def set_epoch(self, seed: int) -> None:
+        self.seed = seed
+
+    def sequence(self) -> torch.Tensor:
+        """The whole epoch's draw, before sharding (the same on every rank)."""
+        g = torch.Generator().manual_seed(self.seed)
+        if self.weights is None:
+            return torch.randperm(self.n, generator=g)
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
+
+    def __iter__(self):
+        seq = self.sequence()
+        pad = len(self) * self.world - len(seq)
+        if pad:
+            seq = torch.cat([seq, seq[:pad]])
+        return iter(seq[self.rank::self.world].tolist())
+
+
 def subset_persons(frame: pd.DataFrame, max_persons: int, seed: int = 0) -> pd.DataFrame:
     """Photos of ``max_persons`` persons, stratified by gender x age band (0 or enough: all).
 

@@ -1,0 +1,160 @@
+"""Data-parallel training under ``torchrun``: process group, rank roles, synchronised validation.
+
+``torchrun --nproc_per_node=N -m maskcls.cli train ...`` starts N copies of
+``maskcls train`` with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous address in the environment; ``setup`` turns them into a process
+group (NCCL between GPUs, gloo on CPU) and gives each rank its device. A
+plain ``maskcls train`` sees no such variables and gets a single-process
+``Dist`` for which every helper here is a no-op, so ``fit`` calls them
+unconditionally.
+
+Roles: rank 0 alone writes the run folder, checkpoints, logs and model card;
+the other ranks learn the run folder from it (``broadcast``). Validation is
+split over the ranks with ``shard`` and put back together with ``gather_eval``,
+so every validation photo is scored exactly once whatever the padding.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger("maskcls")
+
+
+@dataclass
+class Dist:
+    """Where this process stands: rank among ``world`` processes, rank on its node, its device."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Whether torchrun (or an equivalent launcher) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup(device: torch.device) -> Dist:
+    """Join the process group torchrun describes; ``device`` is the single-process choice (cpu/cuda)."""
+    if not launched():
+        return Dist(device=device)
+    rank, world = env_rank(), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)  # one GPU per process: LOCAL_RANK picks it
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        log.info("process group: %s, rank %d of %d (local %d), device %s", backend, rank, world, local, device)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device)
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def broadcast(d: Dist, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. the run folder it chose)."""
+    if not d.enabled:
+        return obj
+    box = [obj if d.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def mean(d: Dist, value: float) -> float:
+    """The mean of ``value`` over ranks (each rank's training loss -> the epoch's loss)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_comm_device(d))
+    dist.all_reduce(t)
+    return float(t.item()) / d.world
+
+
+@contextmanager
+def local_first(d: Dist):
+    """Local rank 0 of each node runs the block first (e.g. builds the decode cache); the others then reuse it."""
+    if d.enabled and d.local_rank != 0:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if d.enabled and d.local_rank == 0:
+            dist.barrier()
+
+
+def shard(n: int, rank: int, world: int) -> np.ndarray:
+    """Indices of ``range(n)`` for ``rank``: padded with the first ones to a multiple of ``world``, every world-th.
+
+    Every rank gets the same count (collectives need equal sizes); the padded
+    repeats are dropped again by ``gather_eval``.
+    """
+    per = -(-n // world)
+    order = np.arange(per * world) % max(n, 1) if n else np.zeros(0, int)
+    return order[rank::world]
+
+
+def gather_eval(d: Dist, n: int, probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All ranks' shards of the validation set -> (probs, labels) of its ``n`` photos in order, each once."""
+    if not d.enabled:
+        return probs, labels
+    dev = _comm_device(d)
+    p = torch.as_tensor(probs, dtype=torch.float32, device=dev)
+    y = torch.as_tensor(labels, dtype=torch.int64, device=dev)
+    ps, ys = [torch.empty_like(p) for _ in range(d.world)], [torch.empty_like(y) for _ in range(d.world)]
+    dist.all_gather(ps, p)
+    dist.all_gather(ys, y)
+    index = np.concatenate([shard(n, r, d.world) for r in range(d.world)])
+    _, first = np.unique(index, return_index=True)  # first occurrence of each photo, in photo order
+    all_p = torch.cat(ps).cpu().numpy()
+    all_y = torch.cat(ys).cpu().numpy()
+    return all_p[first], all_y[first]
+
+
+def wrap(d: Dist, model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel around ``model`` (gradients averaged over ranks at each backward)."""
+    if not d.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [d.device.index] if d.device is not None and d.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP wrapper (what checkpoints and evaluation use)."""
+    return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+        else model
+
+
+def _comm_device(d: Dist) -> torch.device:
+    return d.device if d.device is not None and d.device.type == "cuda" else torch.device("cpu")
