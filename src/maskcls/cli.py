@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output CSV (default: <first run>/submission.csv or predictions.csv)")
     p.add_argument("--probs", action="store_true", help="also write the 18 class probabilities")
     p.add_argument("--engine", choices=["torch", "onnx"], default="torch", help="onnx needs `maskcls export` first")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="exit 0 even if some images cannot be read (they get ans=-1 in a submission)")
     _common(p, config=False)
 
     p = sub.add_parser("demo", help="make demo data, train briefly, evaluate and predict")

@@ -67,7 +67,7 @@ def predict(args: argparse.Namespace) -> int:
 
     _split_runs(args)
     out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=args.engine,
-                         overrides=args.overrides, progress=not args.quiet)
+                         overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing)
     print(f"written: {out}")
     return 0
 

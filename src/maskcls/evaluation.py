@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError
-from .data.reader import read_answers, read_eval, read_folder
-from .metrics import compute_metrics, write_metrics
+from .data.reader import DataError, read_answers, read_eval, read_folder
+from .metrics import NO_PREDICTION, compute_metrics, write_metrics
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 
@@ -22,23 +22,41 @@ def load_models(runs: Sequence[str | Path], overrides: Sequence[str] = (), engin
     return Ensemble.load(runs, overrides=overrides, engine=engine)
 
 
-def held_out_predictions(ens: Ensemble, progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+def align(frame: pd.DataFrame, probs: np.ndarray, kept: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities for every row of ``frame`` (zeros where no prediction) and which rows have one."""
+    where = pd.Series(np.arange(len(kept)), index=kept["path"].to_numpy())
+    ok = frame["path"].isin(where.index).to_numpy()
+    full = np.zeros((len(frame), probs.shape[1] if probs.ndim == 2 else 18), np.float32)
+    full[ok] = probs[where[frame["path"][ok]].to_numpy()]
+    return full, ok
+
+
+def held_out_predictions(ens: Ensemble, progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Each member scores the persons it did not train on (``split.csv``); rows of all members together.
 
     For one run: its validation persons. For a k-fold folder: out-of-fold, every
-    person once, by the fold model that never saw them.
+    person once, by the fold model that never saw them. Returns (probs, frame,
+    ok): every held-out row, ``ok`` False where the image could not be read.
     """
-    probs, frames = [], []
+    probs, frames, oks = [], [], []
     for k, m in enumerate(ens.members):
-        frame = m.run.held_out_frame()
+        frame = m.run.held_out_frame().reset_index(drop=True)
         p, kept = m.predict_frame(frame.assign(ImageID=frame["path"]), progress=progress)
-        probs.append(p)
-        frames.append(kept.assign(member=k))
-    kept = pd.concat(frames, ignore_index=True)
-    if kept["path"].duplicated().any():
+        full, ok = align(frame, p, kept)
+        probs.append(full)
+        oks.append(ok)
+        frames.append(frame.assign(ImageID=frame["path"], member=k))
+    frame = pd.concat(frames, ignore_index=True)
+    if frame["path"].duplicated().any():
         raise ConfigError("these runs hold out overlapping images (not the folds of one k-fold): "
                           "evaluate them one by one, or pass --answers CSV")
-    return np.concatenate(probs), kept
+    return np.concatenate(probs), frame, np.concatenate(oks)
+
+
+def _report_unread(frame: pd.DataFrame, ok: np.ndarray, consequence: str) -> None:
+    if not ok.all():
+        log.warning("%d of %d images could not be read (e.g. %s); %s", int((~ok).sum()), len(ok),
+                    frame["path"][~ok].iloc[0], consequence)
 
 
 def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | None = None, out: str | None = None,
@@ -50,14 +68,15 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
     """
     ens = load_models([run], overrides, engine)
     if answers:
-        frame = read_answers(answers, images or str(Path(answers).parent / "images"))
-        probs, kept = ens.predict_frame(frame, progress=progress)
+        kept = read_answers(answers, images or str(Path(answers).parent / "images"))
+        probs, ok = align(kept, *ens.predict_frame(kept, progress=progress))
         stem = "eval"
     else:
-        probs, kept = held_out_predictions(ens, progress)
+        probs, kept, ok = held_out_predictions(ens, progress)
         stem = "val"
+    _report_unread(kept, ok, "each counts as a wrong answer")
     labels = kept["label"].to_numpy(int)
-    pred = probs.argmax(1)
+    pred = np.where(ok, probs.argmax(1), NO_PREDICTION)
     m = compute_metrics(labels, pred)
     folder = Path(out) if out else run_folder(run)
     title = f"{stem} ({len(kept)} images)" if answers else \
@@ -74,8 +93,13 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
 
 def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out: str | None = None,
                    with_probs: bool = False, engine: str = "torch", overrides: Sequence[str] = (),
-                   progress: bool = True) -> Path:
-    """Submission CSV for a data root with eval/info.csv, else one row per image of a folder."""
+                   progress: bool = True, allow_missing: bool = False) -> Path:
+    """Submission CSV for a data root with eval/info.csv, else one row per image of a folder.
+
+    Images that cannot be read get ``ans=-1`` in a submission (never a class);
+    the file is written either way, then a DataError says how many unless
+    ``allow_missing`` (a warning then).
+    """
     ens = load_models(runs, overrides, engine)
     src = Path(source or ens.cfg.data.root)
     run_dir = run_folder(ens.members[0].path)
@@ -85,7 +109,12 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
         path = write_submission(kept, probs, out or run_dir / "submission.csv", info=frame)
         if with_probs:
             write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True)
-        return path
-    frame = read_folder(src)
-    probs, kept = ens.predict_frame(frame, progress=progress)
-    return write_folder_predictions(kept, probs, out or run_dir / "predictions.csv", with_probs=with_probs)
+    else:
+        frame = read_folder(src)
+        probs, kept = ens.predict_frame(frame, progress=progress)
+        path = write_folder_predictions(kept, probs, out or run_dir / "predictions.csv", with_probs=with_probs)
+    unread = frame[~frame["path"].isin(set(kept["path"]))]
+    if len(unread) and not allow_missing:
+        raise DataError(f"{len(unread)} of {len(frame)} images could not be read (e.g. {unread['path'].iloc[0]}); "
+                        f"{path} marks them ans=-1 / leaves them out: fix them, or pass --allow-missing")
+    return path

@@ -10,22 +10,35 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from . import labels as L
 
 
+NO_PREDICTION = -1  # an image that could not be read: wrong on every axis, never a class
+
+
+def _axes(c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask, gender and age band of class ids; NO_PREDICTION stays -1 on every axis."""
+    return tuple(np.where(c < 0, -1, a) for a in L.decode(np.maximum(c, 0)))
+
+
 def compute_metrics(y_true, y_pred) -> dict:
-    """Macro F1 (18 classes, absent classes count as 0 like the competition), accuracy, per axis."""
+    """Macro F1 (18 classes, absent classes count as 0 like the competition), accuracy, per axis.
+
+    A prediction of ``NO_PREDICTION`` (-1, an unreadable image) counts as wrong
+    everywhere: a missed image of its true class, a false positive of none.
+    """
     t, p = np.asarray(y_true, int), np.asarray(y_pred, int)
     classes = list(range(L.NUM_CLASSES))
     out = {
         "images": int(len(t)),
+        "unreadable": int((p < 0).sum()),
         "f1": float(f1_score(t, p, labels=classes, average="macro", zero_division=0)),
         "accuracy": float(accuracy_score(t, p)) if len(t) else 0.0,
     }
     for axis, (name, k) in enumerate(L.HEAD_SIZES.items()):
-        ta, pa = L.decode(t)[axis], L.decode(p)[axis]
+        ta, pa = _axes(t)[axis], _axes(p)[axis]
         out[f"{name}_accuracy"] = float(accuracy_score(ta, pa)) if len(t) else 0.0
         out[f"{name}_f1"] = float(f1_score(ta, pa, labels=list(range(k)), average="macro", zero_division=0))
     out["per_class_f1"] = [float(x) for x in f1_score(t, p, labels=classes, average=None, zero_division=0)]
-    age_old = L.decode(t)[2] == 2
-    out["old_f1"] = float(f1_score(L.decode(t)[2] == 2, L.decode(p)[2] == 2, zero_division=0)) if age_old.any() else 0.0
+    age_old = _axes(t)[2] == 2
+    out["old_f1"] = float(f1_score(age_old, _axes(p)[2] == 2, zero_division=0)) if age_old.any() else 0.0
     out["confusion"] = confusion_matrix(t, p, labels=classes).tolist()
     return out
 
@@ -37,7 +50,8 @@ def class_name(c: int) -> str:
 
 def summary_text(m: dict, title: str = "evaluation") -> str:
     lines = [
-        f"{title}: {m['images']} images",
+        f"{title}: {m['images']} images" + (f" ({m['unreadable']} unreadable, counted wrong)"
+                                              if m.get("unreadable") else ""),
         f"  macro F1 (18 classes) {m['f1']:.4f}   accuracy {m['accuracy']:.4f}",
         f"  mask   acc {m['mask_accuracy']:.4f}  F1 {m['mask_f1']:.4f}",
         f"  gender acc {m['gender_accuracy']:.4f}  F1 {m['gender_f1']:.4f}",

@@ -64,9 +64,13 @@ class Predictor:
         ds = PhotoDataset(images.frame, images.source, self.transform)
         probs, _ = predict_probs(self.model, make_loader(ds, self.cfg, train=False), self.device,
                                  tta=tta if tta is not None else self.cfg.eval.tta, progress=progress, desc="predict")
+        kept = images.frame
+        if ds.bad:  # without the cache a bad row was filled with the next good one: its probabilities are not its own
+            good = np.setdiff1d(np.arange(len(kept)), sorted(ds.bad))
+            probs, kept = probs[good], kept.iloc[good].reset_index(drop=True)
         for e in images.errors:
             log.warning("%s; no prediction", e)
-        return probs, images.frame
+        return probs, kept
 
 
 class Ensemble:
@@ -105,13 +109,17 @@ class Ensemble:
         return np.mean(stacked, axis=0), kept
 
 
+MISSING = -1  # ``ans`` of an image that could not be read: never a class id, so it cannot pass as one
+
+
 def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, info: pd.DataFrame | None = None) -> Path:
-    """``ImageID,ans`` in the order of ``info`` (the competition's info.csv)."""
+    """``ImageID,ans`` in the order of ``info`` (the competition's info.csv); unreadable images get ``ans=-1``."""
     pred = dict(zip(frame["ImageID"], probs.argmax(1).tolist()))
     order = info["ImageID"] if info is not None else frame["ImageID"]
     missing = [i for i in order if i not in pred]
     if missing:
-        log.warning("%d images had no prediction (unreadable); they get class 0, e.g. %s", len(missing), missing[0])
+        log.warning("%d images could not be read; marked ans=%d in %s, e.g. %s", len(missing), MISSING, out,
+                    missing[0])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
@@ -119,7 +127,7 @@ def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, in
         w = csv.writer(f)
         w.writerow(["ImageID", "ans"])
         for i in order:
-            w.writerow([i, pred.get(i, 0)])
+            w.writerow([i, pred.get(i, MISSING)])
     tmp.replace(out)
     return out
 

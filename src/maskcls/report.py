@@ -132,7 +132,7 @@ def thumbnail(path: str) -> str | None:
 
 def worst_errors(preds: pd.DataFrame, k: int = WORST) -> pd.DataFrame:
     """Wrong predictions, most confident first."""
-    wrong = preds[preds["label"] != preds["pred"]]
+    wrong = preds[(preds["label"] != preds["pred"]) & (preds["pred"] >= 0)]  # -1: unreadable, no thumbnail
     return wrong.sort_values("confidence", ascending=False, kind="stable").head(k)
 
 
