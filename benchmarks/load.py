@@ -59,6 +59,36 @@ def rss_mb(pid: int) -> float | None:
     return proc_status_mb(pid, "VmRSS")
 
 
+def malloc_arenas(pid: int) -> dict | None:
+    """glibc's per-thread malloc arenas in /proc/PID/smaps: how many, and the RSS they hold (MB).
+
+    A non-main arena lives in 64 MB-aligned anonymous mappings of at most
+    64 MB; the main arena is ``[heap]``. Freed memory stays in its arena, so
+    every thread that ran inference keeps a share of the peak it once needed.
+    """
+    try:
+        lines = Path(f"/proc/{pid}/smaps").read_text().splitlines()
+    except OSError:
+        return None
+    arenas, arena_rss, heap_rss, current = 0, 0, 0, None
+    for line in lines:
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            name = head[5] if len(head) > 5 else ""
+            anon_rw = head[1].startswith("rw") and head[4] == "0" and not name
+            current = "heap" if name == "[heap]" else (
+                "arena" if anon_rw and start % (64 << 20) == 0 and end - start <= 64 << 20 else None)
+            arenas += current == "arena"
+        elif head[0] == "Rss:" and current:
+            kb = int(head[1])
+            if current == "heap":
+                heap_rss += kb
+            else:
+                arena_rss += kb
+    return {"arenas": arenas, "arena_rss_mb": round(arena_rss / 1024, 1), "heap_rss_mb": round(heap_rss / 1024, 1)}
+
+
 def thread_count(pid: int) -> int | None:
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
@@ -163,12 +193,14 @@ def main() -> None:
             info = wait_ready(proc, url, log)
             hammer(url, image, min(8, args.requests), 1, headers)  # warm-up, not counted
             before = rss_mb(proc.pid)
+            arenas_before = malloc_arenas(proc.pid)
             for _ in range(args.rounds):
                 latencies, errors, wall = hammer(url, image, args.requests, args.concurrency, headers)
                 p50, p95 = percentiles(latencies)
                 rounds.append({"ok": len(latencies), "errors": len(errors), "p50_ms": p50, "p95_ms": p95,
                                "throughput_rps": round(len(latencies) / wall, 2),
                                "rss_mb": round(rss_mb(proc.pid) or 0, 1), "threads": thread_count(proc.pid),
+                               **(malloc_arenas(proc.pid) or {}),
                                "first_error": errors[0] if errors else None})
             rss = peak_rss_mb(proc.pid)
         finally:
@@ -184,7 +216,8 @@ def main() -> None:
               "throughput_rps": last["throughput_rps"], "p50_ms": last["p50_ms"], "p95_ms": last["p95_ms"],
               "errors": sum(r["errors"] for r in rounds), "rss_before_mb": round(before or 0, 1),
               "rss_after_mb": [r["rss_mb"] for r in rounds], "peak_rss_mb": round(rss, 1) if rss else None,
-              "service_threads": last["threads"], "per_round": [{k: v for k, v in r.items() if k != "first_error"}
+              "service_threads": last["threads"], "arenas_before": arenas_before,
+              "arenas_after": {k: last.get(k) for k in ("arenas", "arena_rss_mb", "heap_rss_mb")}, "per_round": [{k: v for k, v in r.items() if k != "first_error"}
                                                                 for r in rounds]}
     print(json.dumps(result, indent=1))
     first = next((r["first_error"] for r in rounds if r["first_error"]), None)
