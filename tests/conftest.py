@@ -25,6 +25,18 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The default decode cache ($XDG_CACHE_HOME/maskcls) points into a temporary folder, never into the real home."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield os.environ["XDG_CACHE_HOME"]
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """12 train persons (84 photos) and 6 eval persons in the competition layout."""

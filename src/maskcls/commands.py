@@ -62,11 +62,18 @@ def _split_runs(args: argparse.Namespace) -> None:
         raise ConfigError("give at least one run folder or checkpoint")
 
 
+def _engine(args: argparse.Namespace) -> str:
+    """--engine, else onnx when a run is given as an .onnx file."""
+    if args.engine:
+        return args.engine
+    return "onnx" if any(str(r).endswith(".onnx") for r in args.runs) else "torch"
+
+
 def predict(args: argparse.Namespace) -> int:
     from .evaluation import predict_source
 
     _split_runs(args)
-    out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=args.engine,
+    out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=_engine(args),
                          overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing)
     print(f"written: {out}")
     return 0
@@ -117,7 +124,7 @@ def serve(args: argparse.Namespace) -> int:
     from .serve.app import serve as serve_app
 
     _split_runs(args)
-    serve_app(args.runs, host=args.host, port=args.port, engine=args.engine)
+    serve_app(args.runs, host=args.host, port=args.port, engine=_engine(args))
     return 0
 
 
@@ -125,4 +132,62 @@ def report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     print(f"written: {write_report(args.run, answers=args.answers, images=args.images, progress=not args.quiet)}")
+    return 0
+
+
+def _flow(value) -> str:
+    """A value as one line of YAML, as it would be typed in key=value."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+
+
+def cfg(args: argparse.Namespace) -> int:
+    """``maskcls cfg``: every key, its value, default, choices and help."""
+    from .config import describe_keys
+
+    words = [w for w in args.words if "=" not in w]
+    config = load_config(args.config, [w for w in args.words if "=" in w])
+    keys = describe_keys(config)
+
+    def match(w: str) -> list[dict]:  # a section or key prefix (train, train.lr), else any key containing the word
+        return [k for k in keys if k["key"].startswith(w)] or [k for k in keys if w in k["key"]]
+
+    picked = {k["key"] for w in words for k in match(w)}
+    rows = [k for k in keys if not words or k["key"] in picked]
+    if not rows:
+        from .config import ConfigError
+
+        raise ConfigError(f"no config key contains {' or '.join(map(repr, words))} (`maskcls cfg` lists them all)")
+    width = max(len(f"{r['key']}={_flow(r['value'])}") for r in rows if len(_flow(r["value"])) < 40)
+    for r in rows:
+        text = f"{r['key']}={_flow(r['value'])}"
+        notes = [r["help"]] if r["help"] else []
+        if r["choices"]:
+            notes.append(f"choices: {', '.join(map(str, r['choices']))}")
+        if r["value"] != r["default"]:
+            notes.append(f"default: {_flow(r['default'])}")
+        line = f"{text:<{width}}  # {'; '.join(notes)}" if notes else text
+        print(line if len(text) <= width else f"{text}\n{'':<{width}}  # {'; '.join(notes)}")
+    return 0
+
+
+def cache(args: argparse.Namespace) -> int:
+    """``maskcls cache info|clear``."""
+    from .data.cache import clear_cache, list_stores, resolve_cache_dir
+
+    config = load_config(None, args.overrides)
+    folder = resolve_cache_dir(config.data.cache_dir)
+    if args.action == "clear":
+        n, size = clear_cache(folder)
+        print(f"removed {n} store(s), {size / 1e6:.1f} MB, from {folder}")
+        return 0
+    stores = list_stores(folder)
+    total = sum(s["bytes"] for s in stores)
+    print(f"decode cache: {folder}")
+    print(f"  {len(stores)} store(s), {total / 1e6:.1f} MB (cap {config.data.cache_max_gb:g} GB: data.cache_max_gb)")
+    import time
+
+    for s in stores:
+        print(f"  {s['path'].name}  {s['bytes'] / 1e6:9.1f} MB  last used {time.strftime('%Y-%m-%d %H:%M', time.localtime(s['used']))}")
     return 0

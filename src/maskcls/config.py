@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import io
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,11 +43,12 @@ class DataConfig:
     fold: int = 0  # which fold is validation (holdout: of round(1/val_fraction); kfold: of folds)
     decode_size: list[int] = field(default_factory=lambda: [256, 192])  # H, W after decoding (cached)
     image_size: list[int] = field(default_factory=lambda: [160, 128])  # H, W the model sees
-    preset: str = choice("custom", "base", "custom")
+    preset: str = choice("custom", "base", "custom")  # "base": resize only, no augmentation; "custom": centre crop, training flips/colour/noise
     crop_fraction: float = 0.75  # "custom": centre crop of the portrait before resizing
     cache: bool = True  # decode each image once into a memory-mapped store
-    cache_dir: str = ".cache/maskcls"
-    batch_size: int = 32
+    cache_dir: str | None = None  # decode cache folder (None: $XDG_CACHE_HOME/maskcls or ~/.cache/maskcls)
+    cache_max_gb: float = 10.0  # size cap of the cache folder; the oldest stores are evicted beyond it (0: no cap)
+    batch_size: int = 32  # training batch size
     workers: int = 0  # DataLoader workers; 0 is fastest on 2 cores with the cache
     loader: str = choice("auto", "auto", "cpu", "gpu")  # gpu: augment batches on the device (auto: when on CUDA)
     sampler: str = choice("class", "none", "class", "person")  # weighted sampling (class: +0.04 F1, BENCHMARKS.md)
@@ -56,7 +60,7 @@ class PreprocessConfig:
     face_crop: bool = False  # crop to the detected face before decoding to decode_size
     detector: str = choice("haar", "haar", "dlib")  # dlib (faster) needs pip install 'maskcls[dlib]'
     face_margin: float = 0.4  # margin around the face box, as a fraction of its size
-    background: str = choice("none", "none", "grabcut", "rembg")
+    background: str = choice("none", "none", "grabcut", "rembg")  # background removal before decoding (rembg: extra)
     rembg_model: str | None = None  # path of an ONNX model for rembg (None: rembg's download)
 
 
@@ -66,22 +70,22 @@ class ModelConfig:
     head: str = choice("multi", "single", "multi")  # mask/gender/age heads (+0.05 F1) or one 18-way layer
     pretrained: bool = True  # packaged offline weights, else timm's hub
     weights: str | None = None  # a local state dict or checkpoint; beats everything else
-    drop_rate: float = 0.2
+    drop_rate: float = 0.2  # dropout before the classifier
 
 
 @dataclass
 class LossConfig:
-    name: str = choice("ce", "ce", "focal", "smoothing", "f1")
+    name: str = choice("ce", "ce", "focal", "smoothing", "f1")  # loss: cross-entropy, focal, label smoothing, soft F1
     label_smoothing: float = 0.1  # for "smoothing"
     gamma: float = 2.0  # for "focal"
-    class_weights: str = choice("none", "none", "balanced")
+    class_weights: str = choice("none", "none", "balanced")  # "balanced": weight classes by inverse frequency
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.5])  # mask, gender, age
 
 
 @dataclass
 class MixConfig:
-    name: str = choice("none", "none", "halves", "cutmix", "mixup")
-    prob: float = 0.5
+    name: str = choice("none", "none", "halves", "cutmix", "mixup")  # mixing of training images
+    prob: float = 0.5  # share of batches that are mixed
     ratio: list[float] = field(default_factory=lambda: [0.4, 0.6])  # "halves": width share taken
     partners: str = choice("all", "all", "old", "same_mask")  # pool of the pasted half
     alpha: float = 1.0  # beta(alpha, alpha) for cutmix / mixup
@@ -89,24 +93,24 @@ class MixConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 3
-    optimizer: str = choice("adamw", "adamw", "sgd")
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    momentum: float = 0.9
-    scheduler: str = choice("cosine", "cosine", "step", "none")
-    warmup_epochs: float = 0.3
+    epochs: int = 3  # passes over the training data
+    optimizer: str = choice("adamw", "adamw", "sgd")  # optimizer
+    lr: float = 1e-3  # peak learning rate (after warm-up)
+    weight_decay: float = 1e-2  # on weights only, not on norms and biases
+    momentum: float = 0.9  # for "sgd" (Nesterov)
+    scheduler: str = choice("cosine", "cosine", "step", "none")  # learning-rate decay after warm-up
+    warmup_epochs: float = 0.3  # linear warm-up length in epochs
     step_size: int = 2  # epochs between decays for "step"
-    step_gamma: float = 0.1
+    step_gamma: float = 0.1  # decay factor for "step"
     accumulate: int = 1  # gradient accumulation steps
     amp: bool = True  # mixed precision, only where CUDA is present
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
     patience: int = 0  # early stop after this many epochs without a better val F1 (0: off)
-    seed: int = 42
+    seed: int = 42  # seeds data order, augmentation and initialisation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch threads; 0 = every core
     max_batches: int = 0  # cap on training batches per epoch (0: all), for smoke runs
-    progress: bool = True
+    progress: bool = True  # progress bars
 
 
 @dataclass
@@ -120,8 +124,8 @@ class TuneConfig:
     n_trials: int = 20  # trials of the whole study, shared by all workers on its storage
     timeout: float | None = None  # seconds
     storage: str | None = None  # database URL (postgresql://... for many machines); None: sqlite in the study folder
-    study: str = "maskcls"
-    space: dict = field(
+    study: str = "maskcls"  # study name (also the study folder under project/)
+    space: dict = field(  # searched keys: {low, high[, log]} or {choices}
         default_factory=lambda: {
             "train.lr": {"low": 1e-4, "high": 3e-3, "log": True},
             "train.weight_decay": {"low": 1e-4, "high": 1e-1, "log": True},
@@ -136,7 +140,7 @@ class TuneConfig:
 @dataclass
 class Config:
     name: str = "train"  # run folder name under project/ (made unique: train, train2, ...)
-    project: str = "runs"
+    project: str = "runs"  # folder that holds the run folders
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -191,11 +195,80 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``# comment`` after each field of a config dataclass: its help text (read from the source)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (frozen app): no help texts, nothing breaks
+        return {}
+    helps: dict[str, str] = {}
+    line_start = None  # field name of the statement being read
+    depth = 0
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.OP and tok.string in "([{":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]}":
+            depth -= 1
+        elif tok.type == tokenize.NAME and depth == 0 and tok.start[1] == 4 and line_start is None:
+            line_start = tok.string
+        elif tok.type == tokenize.COMMENT and line_start and line_start not in helps:
+            helps[line_start] = tok.string.lstrip("#").strip()
+        if tok.type in (tokenize.NEWLINE, tokenize.NL) and depth == 0:
+            line_start = None
+    return helps
+
+
+def describe_keys(cfg: Config | None = None) -> list[dict]:
+    """Every dotted key with its value in ``cfg``, default, type, choices and help (``maskcls cfg``)."""
+    cfg = cfg or Config()
+    out: list[dict] = []
+
+    def walk(obj: Any, default: Any, prefix: str) -> None:
+        helps = _field_comments(type(obj))
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value, dflt = getattr(obj, f.name), getattr(default, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, dflt, f"{prefix}{f.name}.")
+                continue
+            tp = hints[f.name]
+            out.append({"key": prefix + f.name, "value": value, "default": dflt, "choices": f.metadata.get("choices"),
+                        "type": tp.__name__ if isinstance(tp, type) and not typing.get_args(tp)
+                        else str(tp).replace("typing.", ""),
+                        "help": helps.get(f.name, "")})
+
+    walk(cfg, Config(), "")
+    return out
+
+
+def leaf_keys() -> list[str]:
+    return [k["key"] for k in describe_keys()]
+
+
+def _unknown_top_level(head: str, names: dict) -> str:
+    """Hint for an unknown top-level key: a bare section key (``epochs``) points to its section."""
+    owners = [k for k in leaf_keys() if "." in k and k.rsplit(".", 1)[1] == head]
+    if len(owners) == 1:
+        return f"; did you mean '{owners[0]}'?"
+    if owners:
+        return f"; did you mean one of {', '.join(owners)}?"
+    close = difflib.get_close_matches(head, names, n=1)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    leaves = {k.rsplit(".", 1)[1]: k for k in leaf_keys() if "." in k}
+    close = difflib.get_close_matches(head, leaves, n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean '{leaves[close[0]]}'?"
+    return f"; valid keys: {', '.join(names)} (see `maskcls cfg`)"
+
+
 def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     head, _, rest = dotted.partition(".")
     names = {f.name: f for f in dataclasses.fields(obj)}
     key = prefix + head
     if head not in names:
+        if not prefix and not rest:
+            raise ConfigError(f"unknown config key '{key}'{_unknown_top_level(head, names)}")
         close = difflib.get_close_matches(head, names, n=1)
         hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
         raise ConfigError(f"unknown config key '{key}'{hint}")
