@@ -63,25 +63,58 @@ def summary_text(m: dict, title: str = "evaluation") -> str:
     return "\n".join(lines)
 
 
-def save_confusion_png(cm, path: str | Path) -> None:
+def axis_confusions(cm) -> dict[str, np.ndarray]:
+    """The 18x18 confusion matrix folded onto each axis: mask 3x3, gender 2x2, age 3x3 (rows true, columns predicted)."""
+    cm = np.asarray(cm, dtype=np.int64)
+    out = {}
+    t, p = np.meshgrid(np.arange(L.NUM_CLASSES), np.arange(L.NUM_CLASSES), indexing="ij")
+    for axis, (name, k) in enumerate(L.HEAD_SIZES.items()):
+        m = np.zeros((k, k), np.int64)
+        np.add.at(m, (L.decode(t.ravel())[axis], L.decode(p.ravel())[axis]), cm.ravel())
+        out[name] = m
+    return out
+
+
+def normalise_rows(cm) -> np.ndarray:
+    """Each row divided by its total (recall per true class); empty rows stay 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum(1, keepdims=True)
+    return np.divide(cm, total, out=np.zeros_like(cm), where=total > 0)
+
+
+def plot_confusion(ax, cm, names: list[str], *, normalised: bool = False, fontsize: int = 6, title: str = ""):
+    """Draw one confusion matrix with a colour bar (the legend of its shades); returns the image."""
+    cm = np.asarray(cm)
+    shown = normalise_rows(cm) if normalised else cm
+    vmax = 1.0 if normalised else max(1, int(cm.max()))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=vmax)
+    bar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class" if normalised else "images")
+    n = len(names)
+    ax.set_xticks(range(n), names, rotation=90 if n > 6 else 0, fontsize=fontsize + 1)
+    ax.set_yticks(range(n), names, fontsize=fontsize + 1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                text = f"{shown[i, j]:.0%}" if normalised else str(int(cm[i, j]))
+                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                        color="white" if shown[i, j] > vmax / 2 else "black")
+    return im
+
+
+def save_confusion_png(cm, path: str | Path, normalised: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(9, 8))
-    ax.imshow(cm, cmap="Blues")
-    names = [class_name(c) for c in range(L.NUM_CLASSES)]
-    ax.set_xticks(range(18), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(18), names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(18):
-        for j in range(18):
-            if cm[i, j]:
-                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if cm[i, j] > cm.max() / 2 else "black")
+    fig, ax = plt.subplots(figsize=(10, 8))
+    plot_confusion(ax, cm, [class_name(c) for c in range(L.NUM_CLASSES)], normalised=normalised,
+                   title="row-normalised (recall per true class)" if normalised else "")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,7 +1,9 @@
 """``maskcls report RUN``: one self-contained HTML page to look at a run.
 
-Metrics table, confusion matrix, per-class F1 bars, training curves (from
-``log.csv``) and the most confident mistakes as thumbnails. Charts and
+Metrics table, confusion matrices (18 classes and per axis, as counts and
+row-normalised, each with a colour bar), per-class F1 bars, training curves
+(from ``log.csv``, integer epoch ticks) and the most confident mistakes as
+thumbnails. Charts and
 photos are base64-embedded, so the single file can be mailed or archived.
 It reads what ``evaluation.evaluate_run`` writes (``<stem>_metrics.json`` and
 ``<stem>_predictions.csv``) and runs that evaluation first when it is missing.
@@ -22,7 +24,7 @@ import pandas as pd
 
 from . import labels as L
 from .data.images import ImageReadError, load_rgb
-from .metrics import class_name, save_confusion_png
+from .metrics import axis_confusions, class_name, plot_confusion, save_confusion_png
 from .run import run_folder
 
 log = logging.getLogger("maskcls")
@@ -93,8 +95,31 @@ def confusion_png(m: dict, metrics_path: Path) -> str:
         return base64.b64encode((Path(tmp) / "c.png").read_bytes()).decode()
 
 
-def curves_png(logs: list[Path]) -> str | None:
-    """Loss and validation scores per epoch for each log.csv (one per fold in a k-fold folder)."""
+def normalised_confusion_png(m: dict) -> str:
+    """The 18x18 matrix with each row divided by its total: where each true class goes, whatever its size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_confusion_png(m["confusion"], Path(tmp) / "n.png", normalised=True)
+        return base64.b64encode((Path(tmp) / "n.png").read_bytes()).decode()
+
+
+def axis_confusion_png(m: dict, thresholds=L.DEFAULT_AGE_THRESHOLDS) -> str:
+    """Mask, gender and age confusion matrices: counts (top row) and row-normalised (bottom row)."""
+    plt = _pyplot()
+    names = {"mask": [x.name.lower().replace("_", " ") for x in L.Mask],
+             "gender": [x.name.lower() for x in L.Gender],
+             "age": [L.age_name(a, thresholds) for a in L.AgeBand]}
+    fig, axes = plt.subplots(2, 3, figsize=(14.5, 7.5))
+    for col, (axis, cm) in enumerate(axis_confusions(m["confusion"]).items()):
+        plot_confusion(axes[0, col], cm, names[axis], fontsize=9, title=f"{axis}: images")
+        plot_confusion(axes[1, col], cm, names[axis], normalised=True, fontsize=9, title=f"{axis}: share of true class")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curves_figure(logs: list[Path]):
+    """Loss and validation scores per epoch for each log.csv (one per fold in a k-fold folder); None without logs."""
+    from matplotlib.ticker import MaxNLocator
+
     frames = [(p, pd.read_csv(p)) for p in logs]
     frames = [(p, f) for p, f in frames if len(f) and "epoch" in f]
     if not frames:
@@ -111,9 +136,15 @@ def curves_png(logs: list[Path]) -> str | None:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5 ticks
     b.set_ylim(0, 1)
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def curves_png(logs: list[Path]) -> str | None:
+    fig = curves_figure(logs)
+    return _png(fig) if fig is not None else None
 
 
 def thumbnail(path: str) -> str | None:
@@ -199,6 +230,9 @@ def write_report(run: str | Path, answers: str | None = None, images: str | None
         mc, dc = c.get("model", {}), c.get("data", {})
         cfg_text = (f"model {mc.get('name')} ({mc.get('head')} head), image size {dc.get('image_size')}, "
                     f"decode size {dc.get('decode_size')}")
+        thresholds = dc.get("age_thresholds") or L.DEFAULT_AGE_THRESHOLDS
+    else:
+        thresholds = L.DEFAULT_AGE_THRESHOLDS
     curves = curves_png(logs)
     sections = [
         f"<h1>maskcls report: {html.escape(folder.name)}</h1>",
@@ -206,7 +240,17 @@ def write_report(run: str | Path, answers: str | None = None, images: str | None
         f"scored on <b>{html.escape(stem)}</b>: {m['images']} images &middot; written {time.strftime('%Y-%m-%d %H:%M')}</p>",
         "<h2 id='metrics'>Metrics</h2>", _metrics_table(m),
         "<h2 id='confusion'>Confusion matrix</h2>",
+        "<p class='meta'>Rows: true class; columns: predicted. The colour bar beside each matrix is its legend.</p>",
         f"<img class='chart' alt='confusion matrix' src='data:image/png;base64,{confusion_png(m, metrics_path)}'>",
+        "<h2 id='confusion-normalised'>Confusion matrix, row-normalised</h2>",
+        "<p class='meta'>Each row divided by its number of images: the share of each true class given each answer "
+        "(the diagonal is the recall), so rare classes are as visible as common ones.</p>",
+        f"<img class='chart' alt='row-normalised confusion matrix' "
+        f"src='data:image/png;base64,{normalised_confusion_png(m)}'>",
+        "<h2 id='axis-confusion'>Confusion per axis</h2>",
+        "<p class='meta'>The same predictions folded onto mask, gender and age band: counts above, "
+        "row-normalised below.</p>",
+        f"<img class='chart' alt='confusion per axis' src='data:image/png;base64,{axis_confusion_png(m, thresholds)}'>",
         "<h2 id='per-class'>Per-class F1</h2>",
         f"<img class='chart' alt='per-class F1' src='data:image/png;base64,{f1_bars(m['per_class_f1'], support)}'>",
         "<h2 id='curves'>Training curves</h2>",
