@@ -5,10 +5,12 @@ A stub service stands in for the model where only the guards matter, so these te
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import threading
 import time
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -17,7 +19,7 @@ from maskcls.serve import app as app_module
 from maskcls.serve.app import create_app
 from maskcls.serve.auth import is_loopback, require_key_for
 from maskcls.serve.limits import BodyLimit, Gate
-from maskcls.serve.service import ServeSettings
+from maskcls.serve.service import ServeSettings, describe_probs
 
 LIMITS = dict(max_bytes=200_000, max_pixels=1_000_000, max_files=4, max_request_pixels=1_500_000, threads=1)
 
@@ -30,15 +32,19 @@ class StubService:
         self.release, self.entered = threading.Event(), threading.Semaphore(0)
         self.threads: set[str] = set()
 
-    def info(self) -> dict:
-        return {"status": "ok"}
+    def info(self) -> dict:  # every field of the typed /health response (serve/schemas.py)
+        return {"status": "ok", "engine": "onnx", "runs": [], "members": 0, "model": "stub", "head": "multi",
+                "image_size": [64, 48], "decode_size": [64, 48], "face_crop": False, "low_confidence_below": 0.5,
+                "warnings": [], "limits": dataclasses.asdict(self.settings)}
 
     def predict(self, images):
         self.threads.add(threading.current_thread().name)
         self.entered.release()
         if self.block:
             self.release.wait(10)
-        return [{"class_id": 0, "width": int(im.shape[1])} for im in images]
+        r = describe_probs(np.full(18, 1 / 18))  # class 0: a schema-valid result
+        return [{**r, "width": int(im.shape[1]), "height": int(im.shape[0]), "faces": [{"box": None, "result": r}],
+                 "warnings": []} for im in images]
 
 
 def client_for(**kw) -> tuple[TestClient, StubService]:

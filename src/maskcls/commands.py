@@ -49,6 +49,11 @@ def evaluate(args: argparse.Namespace) -> int:
     from .report import write_report
 
     print(f"report: {write_report(args.run, metrics=out)}")
+    if not args.out:  # scores written into the run folder: the model card lists them
+        from .model_card import write_model_card
+        from .report import run_folder
+
+        print(f"model card: {write_model_card(run_folder(args.run))}")
     return 0
 
 

@@ -117,6 +117,7 @@ class TrainConfig:
 class EvalConfig:
     batch_size: int = 16  # small batches are faster on a 2-core CPU (cache); raise on a GPU
     tta: list[str] = field(default_factory=list)  # "flip", "shift"
+    min_confidence: float = 0.5  # answers less sure than this are flagged low_confidence (CSV, service, page)
 
 
 @dataclass
@@ -361,6 +362,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.epochs and train.accumulate must be at least 1")
     if len(cfg.mix.ratio) != 2 or not 0 < cfg.mix.ratio[0] <= cfg.mix.ratio[1] < 1:
         raise ConfigError(f"mix.ratio: expected [low, high] inside (0, 1), got {cfg.mix.ratio}")
+    if not 0.0 <= cfg.eval.min_confidence <= 1.0:
+        raise ConfigError(f"eval.min_confidence must be in [0, 1], got {cfg.eval.min_confidence}")
     for t in cfg.eval.tta:
         if t not in ("flip", "shift"):
             raise ConfigError(f"eval.tta: '{t}' is not supported; choose from flip, shift")

@@ -29,6 +29,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from .report import write_report
 
     report = write_report(result["run_dir"], metrics=metrics_path)
+    from .model_card import write_model_card
+
+    write_model_card(result["run_dir"])  # now with the eval scores
     sub = predict_source([result["run_dir"]], source=str(data), progress=cfg.train.progress)
     print(f"\ndemo done in {time.time() - t0:.0f}s")
     print(f"  run folder:      {result['run_dir']}")

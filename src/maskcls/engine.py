@@ -267,4 +267,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         write_metrics(best_metrics, run_dir, "val_metrics", title="validation (best epoch)")
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
+    from .model_card import training_summary, write_model_card
+
+    result["model_card"] = str(write_model_card(run_dir, training_summary(cfg.data.root, train_set_frame, val_frame)))
     return result

@@ -107,4 +107,8 @@ def make_demo_data(out: str | Path, *, persons: int = 60, eval_persons: int = 24
         csv.writer(f).writerows([["ImageID", "ans"], *[info[j] for j in order]])
     with (out / "eval" / "answers.csv").open("w", newline="") as f:
         csv.writer(f).writerows([["ImageID", "ans", "person"], *[answers[j] for j in order]])
+    from ..model_card import DEMO_MARKER
+
+    (out / DEMO_MARKER).write_text("Drawn demo faces made by maskcls (data.demo.make_demo_data), not photos of people.\n"
+                                   "Models trained on them are flagged as such by predict, serve and MODEL_CARD.md.\n")
     return out

@@ -7,7 +7,9 @@ bytes while they stream in (413, serve/limits.py), pixels per file and per
 request from the image headers (413) and format (415), each with a one-line
 JSON ``detail``. Decoding and inference run on a fixed pool of threads with a
 bounded queue (503 + Retry-After beyond it); an optional API key guards it
-all (serve/auth.py).
+all (serve/auth.py). Responses are typed (``schemas``), and /docs is served
+from the Swagger UI files that ship in the ``fastapi-offline`` package: no
+CDN, works without internet.
 """
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from typing import Sequence
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
+from fastapi_offline import FastAPIOffline
 from PIL import Image, UnidentifiedImageError
 
 from ..data.images import ImageReadError, load_rgb
 from .auth import ENV as API_KEY_ENV
 from .auth import ApiKeyAuth, require_key_for
 from .limits import MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, mb
+from .schemas import BATCH_ERRORS, UPLOAD_ERRORS, BatchPrediction, Health, Prediction
 from .service import ServeSettings, Service
 
 STATIC = Path(__file__).parent / "static"
@@ -81,7 +85,10 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
     """
     settings = settings or (service.settings if service else ServeSettings())
     service = service or Service.load(runs, engine, settings, face_crop=face_crop)
-    app = FastAPI(title="maskcls", description="Mask, gender and age band of the faces in a photo.")
+    app = FastAPIOffline(title="maskcls", version=_version(), static_url="/docs/static",  # open like /docs
+                         swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from an online validator
+                         description="Mask, gender and age band of the faces in a photo. Gender and age are guesses "
+                                     "from appearance: never use them to decide anything about a person.")
     app.state.service = service
     gate = app.state.gate = Gate(settings.max_inflight, settings.max_queue, settings.queue_timeout)
     app.add_middleware(BodyLimit, limit_for=body_limits(settings))
@@ -91,18 +98,20 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, summary="what is loaded: model, runs, engine, limits, warnings")
     def health() -> dict:
         return service.info()
 
-    @app.post("/predict")
+    @app.post("/predict", response_model=Prediction, responses=UPLOAD_ERRORS,
+              summary="classify one photo (multipart field `file`)")
     def predict(file: UploadFile = File(..., description="one photo (JPEG, PNG...)")) -> dict:
         data, size = read_upload(file, settings)
         check_request_pixels([size], settings.max_request_pixels)
         result = gate.run(lambda: service.predict([decode(file.filename, data)])[0])
         return {"filename": file.filename, **result}
 
-    @app.post("/predict/batch")
+    @app.post("/predict/batch", response_model=BatchPrediction, responses=BATCH_ERRORS,
+              summary="classify several photos (repeat the multipart field `files`)")
     def predict_batch(files: list[UploadFile] = File(..., description="several photos")) -> dict:
         if len(files) > settings.max_files:
             raise HTTPException(413, f"{len(files)} files is more than the limit of {settings.max_files} per request")
@@ -131,6 +140,12 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
         return {"results": results}
 
     return app
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def app_from_env() -> FastAPI:

@@ -65,12 +65,19 @@ def axis_probabilities(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_
     }
 
 
-def describe_probs(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> dict:
-    """The served result of one (18,) probability vector."""
+def describe_probs(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS,
+                   min_confidence: float = 0.0) -> dict:
+    """The served result of one (18,) probability vector; ``low_confidence`` when under ``min_confidence``."""
     c = int(np.argmax(p))
     m, g, a = L.decode(c)
     return {"class_id": c, "mask": m.name.lower(), "gender": g.name.lower(), "age": L.age_name(a, age_thresholds),
-            "confidence": round(float(p[c]), 4), "probabilities": axis_probabilities(p, age_thresholds)}
+            "confidence": round(float(p[c]), 4), "low_confidence": bool(p[c] < min_confidence),
+            "probabilities": axis_probabilities(p, age_thresholds)}
+
+
+def low_confidence_warning(confidence: float, threshold: float) -> str:
+    return (f"low confidence {confidence:.0%} (under {threshold:.0%}): the model is unsure about this photo; "
+            "do not rely on the answer")
 
 
 class Service:
@@ -83,6 +90,7 @@ class Service:
         cfg = ensemble.cfg
         self.face_crop = cfg.preprocess.face_crop if face_crop is None else face_crop
         self.thresholds = cfg.data.age_thresholds
+        self.min_confidence = cfg.eval.min_confidence
         self.detector: Decoder = ensemble.members[0].decoder
         # Face crops are made here, so their decoder only resizes (and removes the background if configured).
         self.faces_ensemble = Ensemble([self._face_member(m) for m in ensemble.members]) if self.face_crop else None
@@ -105,7 +113,12 @@ class Service:
         return {"status": "ok", "engine": self.engine, "runs": self.runs, "members": len(self.ensemble.members),
                 "model": cfg.model.name, "head": cfg.model.head, "image_size": cfg.data.image_size,
                 "decode_size": cfg.data.decode_size, "face_crop": bool(self.face_crop),
+                "low_confidence_below": self.min_confidence, "warnings": self.warnings(),
                 "limits": dataclasses.asdict(self.settings)}
+
+    def warnings(self) -> list[str]:
+        """Reasons to distrust every answer of the loaded model(s)."""
+        return []
 
     def _jobs(self, images: Sequence[np.ndarray]) -> list[tuple[int, list | None, np.ndarray]]:
         """(photo index, face box or None, pixels) for every region to classify."""
@@ -133,7 +146,9 @@ class Service:
                 probs[rows] = ens.predict_images([jobs[k][2] for k in rows])
         out = [{"width": int(img.shape[1]), "height": int(img.shape[0]), "faces": []} for img in images]
         for (i, box, _), p in zip(jobs, probs):
-            out[i]["faces"].append({"box": box, "result": describe_probs(p, self.thresholds)})
+            out[i]["faces"].append({"box": box, "result": describe_probs(p, self.thresholds, self.min_confidence)})
         for r in out:
             r.update(r["faces"][0]["result"])
+            r["warnings"] = self.warnings() + ([low_confidence_warning(r["confidence"], self.min_confidence)]
+                                               if r["low_confidence"] else [])
         return out

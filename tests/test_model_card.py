@@ -1,0 +1,52 @@
+"""MODEL_CARD.md: written by fit, refreshed by evaluate, honest about drawn demo data and about limits."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from maskcls.cli import main
+from maskcls.model_card import CARD, DEMO_MARKER, is_drawn_demo, write_model_card
+
+
+@pytest.fixture
+def run(tiny_run, tmp_path):
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+def test_fit_writes_the_card_with_every_section(run, demo_root):
+    card = (run / CARD).read_text()
+    for section in ("## Model", "## Training data", "## Metrics", "## Intended use", "## Limits"):
+        assert section in card, section
+    assert "tf_efficientnet_lite0" in card and str(demo_root.resolve()) in card
+    training = json.loads((run / "training_data.json").read_text())
+    assert training["train_persons"] == 9 and training["val_persons"] == 3 and training["drawn_demo"] is True
+    assert "9 persons" in card and "3 persons" in card
+    assert "| val (validation persons" in card  # the best epoch's validation scores
+    assert "must not be used to decide anything about a person" in card
+    assert "drawn demo data" in card and "Warning" in card
+
+
+def test_evaluate_refreshes_the_card_with_each_scored_set(run, demo_root, capsys):
+    assert "| eval (" not in (run / CARD).read_text()
+    assert main(["evaluate", str(run), "--answers", str(demo_root / "eval" / "answers.csv"), "-q"]) == 0
+    assert f"model card: {run / CARD}" in capsys.readouterr().out
+    card = (run / CARD).read_text()
+    m = json.loads((run / "eval_metrics.json").read_text())
+    assert "| eval (labelled eval set" in card and f"| {m['images']} | {m['f1']:.4f} |" in card
+    assert "| val (" in card
+
+
+def test_real_data_gets_no_demo_warning(run, tmp_path):
+    (tmp_path / "photos").mkdir()
+    assert is_drawn_demo(tmp_path / "photos") is False
+    write_model_card(run, {"root": str(tmp_path / "photos"), "drawn_demo": False, "train_persons": 5,
+                           "train_images": 35, "val_persons": 2, "val_images": 14})
+    card = (run / CARD).read_text()
+    assert "Warning" not in card and "drawn demo data (synthetic" not in card
+    assert "must not be used to decide anything about a person" in card
+
+
+def test_demo_data_is_marked(demo_root):
+    assert (demo_root / DEMO_MARKER).is_file() and is_drawn_demo(demo_root)
