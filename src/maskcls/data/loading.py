@@ -31,7 +31,8 @@ def image_set(frame: pd.DataFrame, decoder: Decoder, cfg: Config, progress: bool
     if not cfg.data.cache:
         paths = frame["path"].tolist()
         return ImageSet(frame, lambda i: decoder(paths[i]))
-    cache = build_cache(frame["path"].tolist(), decoder, cfg.data.cache_dir, progress=progress)
+    cache = build_cache(frame["path"].tolist(), decoder, cfg.data.cache_dir, progress=progress,
+                        max_gb=cfg.data.cache_max_gb)
     keep = np.flatnonzero(cache.ok)
     rows = keep.copy()
     kept = frame.iloc[keep].reset_index(drop=True)
