@@ -45,6 +45,7 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [160, 128])  # H, W the model sees
     preset: str = choice("custom", "base", "custom")  # "base": resize only, no augmentation; "custom": centre crop, training flips/colour/noise
     crop_fraction: float = 0.75  # "custom": centre crop of the portrait before resizing
+    augment: str = choice("basic", "none", "basic", "real")  # training augmentation preset (data/transforms.py)
     cache: bool = True  # decode each image once into a memory-mapped store
     cache_dir: str | None = None  # decode cache folder (None: $XDG_CACHE_HOME/maskcls or ~/.cache/maskcls)
     cache_max_gb: float = 10.0  # size cap of the cache folder; the oldest stores are evicted beyond it (0: no cap)
@@ -62,6 +63,7 @@ class PreprocessConfig:
     face_margin: float = 0.4  # margin around the face box, as a fraction of its size
     background: str = choice("none", "none", "grabcut", "rembg")  # background removal before decoding (rembg: extra)
     rembg_model: str | None = None  # path of an ONNX model for rembg (None: rembg's download)
+    frame_photos: bool = True  # predict/serve on photos outside the competition layout: find the face, frame it like a training portrait
 
 
 @dataclass
@@ -71,6 +73,9 @@ class ModelConfig:
     pretrained: bool = True  # packaged offline weights, else timm's hub
     weights: str | None = None  # a local state dict or checkpoint; beats everything else
     drop_rate: float = 0.2  # dropout before the classifier
+    drop_path_rate: float = 0.0  # stochastic depth of the backbone's blocks (timm)
+    age_head: str = choice("band", "band", "dist")  # 3 age bands, or a distribution over exact ages (bands summed from it)
+    age_sigma: float = 3.0  # "dist": std (years) of the Gaussian label distribution around the true age
 
 
 @dataclass
@@ -80,6 +85,7 @@ class LossConfig:
     gamma: float = 2.0  # for "focal"
     class_weights: str = choice("none", "none", "balanced")  # "balanced": weight classes by inverse frequency
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.5])  # mask, gender, age
+    age_l1: float = 0.1  # model.age_head=dist: weight of |expected age - true age| (in decades) next to the KL term
 
 
 @dataclass
@@ -104,6 +110,8 @@ class TrainConfig:
     step_gamma: float = 0.1  # decay factor for "step"
     accumulate: int = 1  # gradient accumulation steps
     amp: bool = True  # mixed precision, only where CUDA is present
+    ema: bool = False  # validate, keep and ship an exponential moving average of the weights (timm ModelEmaV3)
+    ema_decay: float = 0.998  # per optimizer step (with warm-up: early steps average less)
     channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
     patience: int = 0  # early stop after this many epochs without a better val F1 (0: off)
     seed: int = 42  # seeds data order, augmentation and initialisation
@@ -358,6 +366,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.fold must be in 0..{d.folds - 1} with data.folds >= 2")
     if len(cfg.loss.head_weights) != 3:
         raise ConfigError("loss.head_weights needs three weights: mask, gender, age")
+    if cfg.model.age_head == "dist" and cfg.model.head != "multi":
+        raise ConfigError("model.age_head=dist needs model.head=multi (the age distribution is its own head)")
+    if not 0.0 <= cfg.model.drop_path_rate < 1.0 or not 0.0 < cfg.train.ema_decay < 1.0:
+        raise ConfigError("model.drop_path_rate must be in [0, 1) and train.ema_decay in (0, 1)")
+    if cfg.model.age_sigma <= 0:
+        raise ConfigError(f"model.age_sigma must be positive, got {cfg.model.age_sigma}")
     if cfg.train.epochs < 1 or cfg.train.accumulate < 1:
         raise ConfigError("train.epochs and train.accumulate must be at least 1")
     if len(cfg.mix.ratio) != 2 or not 0 < cfg.mix.ratio[0] <= cfg.mix.ratio[1] < 1:

@@ -35,14 +35,15 @@ from .metrics import compute_metrics, summary_text, write_metrics
 from .models import MaskNet, data_config, model_from_config
 from .run import run_folder
 from .runtime import resolve_device, seed_everything, setup_torch, unique_run_dir
+from .targets import encoder_from_config
 
 log = logging.getLogger("maskcls")
 
 
 # ----------------------------------------------------------------------------- loops
 def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None, accumulate=1,
-                    mixer=None, max_batches=0, progress=True, desc="train", channels_last=False) -> float:
-    """One pass over ``loader``; returns the mean training loss."""
+                    mixer=None, max_batches=0, progress=True, desc="train", channels_last=False, ema=None) -> float:
+    """One pass over ``loader``; returns the mean training loss. ``ema`` is updated after each optimizer step."""
     model.train()
     amp = device.type == "cuda" and scaler is not None and scaler.is_enabled()
     total, count = 0.0, 0
@@ -68,10 +69,25 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
+            if ema is not None:  # the scheduler's step count drives the warm-up, and resumes with it
+                ema.update(model, step=scheduler.last_epoch if scheduler is not None else None)
         total += loss.item() * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     return total / max(count, 1)
+
+
+def build_ema(model: torch.nn.Module, cfg: Config):
+    """timm's ModelEmaV3 of the weights (with warm-up), or None when ``train.ema`` is off.
+
+    With few people the weights chase each batch; their average generalises
+    better and costs one extra copy of a small model.
+    """
+    if not cfg.train.ema:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(model, decay=cfg.train.ema_decay, use_warmup=True)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -185,8 +201,9 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     norm = data_config(model)
+    encoder = encoder_from_config(cfg)
     train_ds = PhotoDataset(train_set_frame, lambda i: both.source(tr_rows[i]),
-                            build_transform(cfg.data, train=True, **norm))
+                            build_transform(cfg.data, train=True, **norm), ages=encoder.age_bins > 0)
     val_ds = PhotoDataset(val_frame, lambda i: both.source(va_rows[i]), build_transform(cfg.data, train=False, **norm))
     log.info("train %d photos of %d persons, val %d photos of %d persons", len(train_ds),
              train_set_frame["person"].nunique(), len(val_ds), val_frame["person"].nunique())
@@ -194,8 +211,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     from .data.sampling import make_sampler  # noqa: WPS433 (optional techniques live in their own modules)
     from .mix import build_mixer
 
-    criterion = loss_from_config(cfg.loss, cfg.model.head, train_set_frame["label"].to_numpy()).to(device)
-    mixer = build_mixer(cfg.mix, train_ds, seed=cfg.train.seed)
+    criterion = loss_from_config(cfg.loss, cfg.model.head, train_set_frame["label"].to_numpy(), encoder).to(device)
+    mixer = build_mixer(cfg.mix, train_ds, seed=cfg.train.seed, encoder=encoder)
     optimizer = build_optimizer(model, cfg)
     steps = math.ceil(len(train_ds) / cfg.data.batch_size)
     if cfg.train.max_batches:
@@ -203,8 +220,11 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     scheduler = build_scheduler(optimizer, cfg, math.ceil(steps / cfg.train.accumulate))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
     start, best_f1, bad_epochs, history = 0, -math.inf, 0, []  # -loss (no validation) is below -1
+    ema = build_ema(model, cfg)
     if state is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("train_model", state["model"]))
+        if ema is not None:
+            ema.module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -226,11 +246,12 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         train_loss = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=scaler,
                                      accumulate=cfg.train.accumulate, mixer=mixer, max_batches=cfg.train.max_batches,
                                      progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                                     channels_last=cfg.train.channels_last)
+                                     channels_last=cfg.train.channels_last, ema=ema)
+        served = ema.module if ema is not None else model  # what validation scores and best.pt ships
         train_time = time.time() - t0
         metrics = {}
         if len(val_ds):
-            probs, labels = predict_probs(model, make_loader(val_ds, cfg, train=False), device, progress=progress)
+            probs, labels = predict_probs(served, make_loader(val_ds, cfg, train=False), device, progress=progress)
             metrics = compute_metrics(labels, probs.argmax(1))
         f1 = metrics.get("f1", -train_loss)  # without validation, "best" is the last epoch
         improved = f1 > best_f1
@@ -243,7 +264,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         if improved:
             best_metrics = {k: v for k, v in metrics.items()}
         history.append({**row, "best_metrics": best_metrics})
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        ckpt = {"model": served.state_dict(), **({"train_model": model.state_dict()} if ema is not None else {}),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch, "best_f1": best_f1, "bad_epochs": bad_epochs,
                 "history": history, "config": cfg.to_dict(), "norm": norm}
         save_checkpoint(ckpt, run_dir / "weights" / "last.pt")

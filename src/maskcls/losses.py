@@ -96,17 +96,45 @@ def head_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return grid.sum((2, 3)), grid.sum((1, 3)), grid.sum((1, 2))
 
 
-class MultiHeadLoss(nn.Module):
-    """Weighted sum of one loss per head (mask 3, gender 2, age 3); logits are (N, 8)."""
+class AgeDistLoss(nn.Module):
+    """KL(label distribution || predicted distribution) + ``l1`` x |expected age error| in decades (DLDL-v2)."""
 
-    def __init__(self, losses: list[nn.Module], weights: list[float]):
+    def __init__(self, l1: float = 0.1):
+        super().__init__()
+        self.l1 = l1
+
+    def forward(self, logits: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(logits.float(), dim=1)
+        kl = (dist * (torch.log(dist.clamp_min(1e-12)) - logp)).sum(1).mean()
+        years = torch.arange(logits.shape[1], dtype=torch.float32, device=logits.device)
+        err = ((logp.exp() - dist) @ years).abs().mean() / 10.0
+        return kl + self.l1 * err
+
+
+class MultiHeadLoss(nn.Module):
+    """Weighted sum of one loss per head (mask 3, gender 2, age 3 bands or a distribution over years).
+
+    With an age distribution head (``encoder.age_bins`` > 0) targets are
+    encoded to (N, 18 + years) rows: mask and gender from the 18 columns, the
+    age head from the rest.
+    """
+
+    def __init__(self, losses: list[nn.Module], weights: list[float], encoder=None):
         super().__init__()
         self.losses = nn.ModuleList(losses)
         self.weights = list(weights)
+        self.encoder = encoder if encoder is not None and encoder.age_bins else None
+        age = self.encoder.age_bins if self.encoder else HEAD_SIZES["age"]
+        self.sizes = [HEAD_SIZES["mask"], HEAD_SIZES["gender"], age]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        parts = torch.split(logits, list(HEAD_SIZES.values()), dim=1)
-        return sum(w * fn(z, t) for w, fn, z, t in zip(self.weights, self.losses, parts, head_targets(target)))
+        parts = torch.split(logits, self.sizes, dim=1)
+        if self.encoder is None:
+            targets = head_targets(target[:, 0] if target.dim() == 2 and target.shape[1] == 2 else target)
+        else:
+            soft = self.encoder(target)
+            targets = (*head_targets(soft[:, :NUM_CLASSES])[:2], soft[:, NUM_CLASSES:])
+        return sum(w * fn(z, t) for w, fn, z, t in zip(self.weights, self.losses, parts, targets))
 
 
 def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -116,8 +144,8 @@ def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
     return (w / w[counts > 0].mean()).clamp(max=10.0)
 
 
-def loss_from_config(cfg, head: str, train_labels) -> nn.Module:
-    """The training criterion for a config's loss section and head layout."""
+def loss_from_config(cfg, head: str, train_labels, encoder=None) -> nn.Module:
+    """The training criterion for a config's loss section and head layout (``encoder``: targets.TargetEncoder)."""
     if head == "single":
         w = class_weights(train_labels) if cfg.class_weights == "balanced" else None
         return build_loss(cfg.name, NUM_CLASSES, smoothing=cfg.label_smoothing, gamma=cfg.gamma, weight=w)
@@ -128,4 +156,6 @@ def loss_from_config(cfg, head: str, train_labels) -> nn.Module:
             t = torch.as_tensor(train_labels).long()
             w = class_weights(head_targets(t)[axis], k)
         losses.append(build_loss(cfg.name, k, smoothing=cfg.label_smoothing, gamma=cfg.gamma, weight=w))
-    return MultiHeadLoss(losses, cfg.head_weights)
+    if encoder is not None and encoder.age_bins:
+        losses[2] = AgeDistLoss(cfg.age_l1)
+    return MultiHeadLoss(losses, cfg.head_weights, encoder)

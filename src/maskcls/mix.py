@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError, MixConfig
 from .labels import NUM_CLASSES
+from .targets import TargetEncoder
 
 log = logging.getLogger("maskcls")
 
@@ -40,9 +41,10 @@ class HalvesMix:
     columns, side) for inspection and tests.
     """
 
-    def __init__(self, cfg: MixConfig, dataset, seed: int = 0):
+    def __init__(self, cfg: MixConfig, dataset, seed: int = 0, encoder: TargetEncoder | None = None):
         self.prob, self.ratio, self.partners = cfg.prob, tuple(cfg.ratio), cfg.partners
         self.dataset = dataset
+        self.encode = encoder or TargetEncoder()
         self.pools = partner_pools(dataset.frame["label"].to_numpy(int), cfg.partners)
         if cfg.partners == "old" and not len(self.pools["old"]):
             raise ConfigError("mix.partners=old but the training split has no >=60 photos; use mix.partners=all")
@@ -59,11 +61,12 @@ class HalvesMix:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = x.shape
-        soft = as_soft(y)
+        soft = self.encode(y)
+        classes = self.encode.classes(y)
         x = x.clone()
         self.last = []
         for i in np.flatnonzero(self.rng.random(n) < self.prob):
-            pool = self._pool(int(y[i]))
+            pool = self._pool(int(classes[i]))
             if not len(pool):
                 continue
             j = int(pool[self.rng.integers(len(pool))])
@@ -73,8 +76,7 @@ class HalvesMix:
             cut = slice(0, cols) if left else slice(w - cols, w)
             x[i, :, :, cut] = px.to(x.device, x.dtype)[:, :, cut]
             area = cols * h / (w * h)  # the real pasted share of the pixels
-            soft[i] *= 1.0 - area
-            soft[i, int(py)] += area
+            soft[i] = soft[i] * (1.0 - area) + area * self.encode(py[None].to(soft.device))[0]
             self.last.append({"row": int(i), "partner": j, "cols": cols, "side": "left" if left else "right",
                               "area": area})
         return x, soft
@@ -83,9 +85,10 @@ class HalvesMix:
 class TimmMix:
     """Square CutMix or MixUp of the batch with its reverse (timm's ``Mixup``, batch mode)."""
 
-    def __init__(self, cfg: MixConfig):
+    def __init__(self, cfg: MixConfig, encoder: TargetEncoder | None = None):
         from timm.data import Mixup
 
+        self.encode = encoder or TargetEncoder()
         alphas = {"mixup_alpha": cfg.alpha, "cutmix_alpha": 0.0} if cfg.name == "mixup" else \
             {"mixup_alpha": 0.0, "cutmix_alpha": cfg.alpha}
         self.mixup = Mixup(**alphas, prob=cfg.prob, switch_prob=0.0, mode="batch", correct_lam=True,
@@ -95,13 +98,14 @@ class TimmMix:
         np.random.seed(seed % 2**32)  # timm draws from numpy's global generator
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        soft = as_soft(y)
+        soft = self.encode(y)
         even = len(x) - len(x) % 2  # timm needs an even batch; an odd last photo stays unmixed
         if even >= 2:
             x = x.clone()
-            mixed, target = self.mixup(x[:even], y[:even].long())
-            x[:even] = mixed
-            soft[:even] = target.to(soft)
+            part = x[:even]
+            lam = self.mixup._mix_batch(part)  # mixes the images in place (with their reverse) and returns lam
+            x[:even] = part
+            soft[:even] = soft[:even] * lam + soft[:even].flip(0) * (1.0 - lam)  # timm's mixup_target, any width
         return x, soft
 
 
@@ -109,15 +113,15 @@ def as_soft(y: torch.Tensor) -> torch.Tensor:
     return F.one_hot(y.long(), NUM_CLASSES).float() if y.dim() == 1 else y.float().clone()
 
 
-def build_mixer(cfg: MixConfig, dataset, seed: int = 0):
-    """None when mixing is off, else a callable ``(x, y) -> (x, soft y)``."""
+def build_mixer(cfg: MixConfig, dataset, seed: int = 0, encoder: TargetEncoder | None = None):
+    """None when mixing is off, else a callable ``(x, y) -> (x, soft y)`` (rows as ``encoder`` writes them)."""
     if cfg.name == "none" or cfg.prob <= 0:
         return None
     if cfg.name == "halves":
-        return HalvesMix(cfg, dataset, seed)
+        return HalvesMix(cfg, dataset, seed, encoder)
     if cfg.name in ("cutmix", "mixup"):
         if cfg.partners != "all":
             log.warning("mix.partners=%s applies to mix.name=halves only; %s mixes within the batch",
                         cfg.partners, cfg.name)
-        return TimmMix(cfg)
+        return TimmMix(cfg, encoder)
     raise ConfigError(f"mix.name: '{cfg.name}' is not supported; choose none, halves, cutmix or mixup")

