@@ -197,3 +197,48 @@ def test_mask_metrics_and_set_reading(tmp_path):
 
     with pytest.raises(DataError, match="mask must be"):
         read_mask_set(tmp_path)
+
+
+def _mask_set(root):
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (60 + 20 * i, 60), (i * 80, 40, 0)).save(root / "images" / f"{i}.jpg")
+    (root / "labels.csv").write_text("file,mask\n0.jpg,0\n1.jpg,1\n2.jpg,2\n")
+    return root
+
+
+def test_evaluate_mask_set_cli_frames_photos(tiny_run, tmp_path, monkeypatch):
+    import json
+
+    from maskcls import cli
+    from maskcls.preprocess import framing
+
+    calls = []
+    real = framing.frame_photo
+    monkeypatch.setattr(framing, "frame_photo", lambda *a, **k: calls.append(1) or real(*a, **k))
+    root = _mask_set(tmp_path / "real")
+    rc = cli.main(["evaluate", tiny_run, "--mask-set", str(root), "--out", str(tmp_path / "out"), "-q",
+                   f"data.cache_dir={tmp_path / 'cache'}"])
+    assert rc == 0
+    m = json.loads((tmp_path / "out" / "mask_set_real.json").read_text())
+    assert m["n"] == 3 and len(m["mask_confusion"]) == 3
+    assert len(calls) == 3  # every real photo was framed like a portrait
+
+
+def test_predict_on_a_folder_frames_photos(tiny_run, tmp_path, monkeypatch):
+    from maskcls.evaluation import predict_source
+    from maskcls.preprocess import framing
+
+    calls = []
+    real = framing.frame_photo
+    monkeypatch.setattr(framing, "frame_photo", lambda *a, **k: calls.append(1) or real(*a, **k))
+    root = _mask_set(tmp_path / "photos")
+    predict_source([tiny_run], source=str(root / "images"), out=str(tmp_path / "p.csv"), progress=False,
+                   overrides=[f"data.cache_dir={tmp_path / 'cache'}"])
+    assert len(calls) == 3
+    calls.clear()
+    predict_source([tiny_run], source=str(root / "images"), out=str(tmp_path / "p2.csv"), progress=False,
+                   overrides=[f"data.cache_dir={tmp_path / 'cache2'}", "preprocess.frame_photos=false"])
+    assert not calls

@@ -66,13 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
               "Score a trained run: macro F1, per-axis scores, confusion matrix, report and refreshed model card. "
               "Without --answers it scores the persons the run held out (k-fold folder: out-of-fold).",
               "  maskcls evaluate runs/train\n"
-              "  maskcls evaluate runs/train --answers data/maskfaces/eval/answers.csv eval.tta=[flip]")
+              "  maskcls evaluate runs/train --answers data/maskfaces/eval/answers.csv eval.tta=[flip]\n"
+              "  maskcls evaluate runs/train --mask-set ../shared/realfaces")
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--answers", metavar="CSV",
                    help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the persons the run held out "
                         "(its split.csv; k-fold: out-of-fold)")
     p.add_argument("--images", metavar="DIR", help="folder of the answers' images (default: <answers folder>/images)")
     p.add_argument("--out", metavar="DIR", help="folder for metrics files (default: the run folder)")
+    p.add_argument("--mask-set", metavar="DIR", help="also score mask accuracy on real photos labelled only by mask "
+                                                     "(DIR/labels.csv file,mask + DIR/images), e.g. ../shared/realfaces")
     _common(p, config=False, example="eval.tta=[flip]")
 
     p = _mode(sub, "predict", "write a submission CSV or per-file predictions",

@@ -46,6 +46,14 @@ def evaluate(args: argparse.Namespace) -> int:
 
     print(summary_text(m, "evaluation"))
     print(f"written: {out}")
+    if getattr(args, "mask_set", None):
+        from .devsets import mask_text
+        from .evaluation import evaluate_mask_set
+
+        mm, mpath = evaluate_mask_set(args.run, args.mask_set, out=args.out, overrides=args.overrides,
+                                      progress=not args.quiet)
+        print(mask_text(mm, f"mask set {args.mask_set}"))
+        print(f"written: {mpath}")
     from .report import write_report
 
     print(f"report: {write_report(args.run, metrics=out)}")

@@ -1,6 +1,8 @@
 """Evaluate runs on labelled images and predict unlabelled ones (the CLI's evaluate/predict)."""
 from __future__ import annotations
 
+import json
+
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -59,6 +61,26 @@ def _report_unread(frame: pd.DataFrame, ok: np.ndarray, consequence: str) -> Non
                     frame["path"][~ok].iloc[0], consequence)
 
 
+def evaluate_mask_set(run: str | Path, root: str | Path, *, out: str | None = None, overrides: Sequence[str] = (),
+                      progress: bool = True, engine: str = "torch") -> tuple[dict, Path]:
+    """Mask accuracy and per-class recall of a run on real photos labelled only by mask (e.g. realfaces).
+
+    The photos go through the path any outside photo takes (``photos=True``:
+    framed like a training portrait). Measure only: never tune on this set.
+    """
+    from .devsets import mask_metrics, read_mask_set
+
+    ens = load_models([run], overrides, engine)
+    frame = read_mask_set(root).assign(ImageID=lambda f: f["file"])
+    probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
+    m = {"set": str(root), **mask_metrics(kept["mask"].to_numpy(), probs.argmax(1) // 6), "unreadable": len(frame) - len(kept)}
+    folder = Path(out) if out else run_folder(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"mask_set_{Path(root).resolve().name}.json"
+    path.write_text(json.dumps(m, indent=2))
+    return m, path
+
+
 def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | None = None, out: str | None = None,
                  overrides: Sequence[str] = (), progress: bool = True, engine: str = "torch") -> tuple[dict, Path]:
     """Metrics of a run (or k-fold folder) on ``answers``, or on the persons it held out.
@@ -110,8 +132,8 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
         if with_probs:
             write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True)
     else:
-        frame = read_folder(src)
-        probs, kept = ens.predict_frame(frame, progress=progress)
+        frame = read_folder(src)  # any photos: framed like training portraits first (preprocess.frame_photos)
+        probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
         path = write_folder_predictions(kept, probs, out or run_dir / "predictions.csv", with_probs=with_probs)
     unread = frame[~frame["path"].isin(set(kept["path"]))]
     if len(unread) and not allow_missing:

@@ -44,23 +44,30 @@ class Predictor:
     def tensor(self, decoded: np.ndarray) -> torch.Tensor:
         return self.transform(image=decoded)["image"]
 
+    def decoder_for(self, photos: bool):
+        """The run's decoder; ``photos=True`` for photos outside the competition layout (framed first)."""
+        return self.run.photo_decoder if photos else self.decoder
+
     @torch.no_grad()
-    def predict_images(self, images: Sequence, tta: list[str] | None = None) -> np.ndarray:
+    def predict_images(self, images: Sequence, tta: list[str] | None = None, photos: bool = False) -> np.ndarray:
         """(N, 18) probabilities of paths, bytes or RGB arrays (decoded here)."""
         if not len(images):
             return np.zeros((0, L.NUM_CLASSES), np.float32)
-        x = torch.stack([self.tensor(self.decoder(im)) for im in images]).to(self.device)
+        decoder = self.decoder_for(photos)
+        x = torch.stack([self.tensor(decoder(im)) for im in images]).to(self.device)
         if is_channels_last(self.model):
             x = x.contiguous(memory_format=torch.channels_last)
         return batch_probs(self.model, x, tta if tta is not None else self.cfg.eval.tta).cpu().numpy()
 
-    def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True):
+    def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True,
+                      photos: bool = False):
         """Probabilities for every row of an image table (via the decode cache if on).
 
         Returns (probs, kept frame): rows whose image cannot be read are dropped
-        and reported, never fatal.
+        and reported, never fatal. ``photos=True`` frames each photo like a
+        training portrait first (``preprocess.frame_photos``).
         """
-        images = image_set(frame, self.decoder, self.cfg, progress)
+        images = image_set(frame, self.decoder_for(photos), self.cfg, progress)
         ds = PhotoDataset(images.frame, images.source, self.transform)
         probs, _ = predict_probs(self.model, make_loader(ds, self.cfg, train=False), self.device,
                                  tta=tta if tta is not None else self.cfg.eval.tta, progress=progress, desc="predict")
@@ -95,11 +102,12 @@ class Ensemble:
     def cfg(self) -> Config:
         return self.members[0].cfg
 
-    def predict_images(self, images: Sequence, tta: list[str] | None = None) -> np.ndarray:
-        return np.mean([m.predict_images(images, tta) for m in self.members], axis=0)
+    def predict_images(self, images: Sequence, tta: list[str] | None = None, photos: bool = False) -> np.ndarray:
+        return np.mean([m.predict_images(images, tta, photos=photos) for m in self.members], axis=0)
 
-    def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True):
-        results = [m.predict_frame(frame, tta=tta, progress=progress) for m in self.members]
+    def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True,
+                      photos: bool = False):
+        results = [m.predict_frame(frame, tta=tta, progress=progress, photos=photos) for m in self.members]
         common = set.intersection(*(set(f["path"]) for _, f in results))
         kept = results[0][1][results[0][1]["path"].isin(common)].reset_index(drop=True)
         stacked = []

@@ -135,6 +135,14 @@ class Run:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.decoder = Decoder(cfg.data, cfg.preprocess)
         self.transform = build_transform(cfg.data, train=False, **self.norm)
+        self._photo_decoder: Decoder | None = None
+
+    @property
+    def photo_decoder(self) -> Decoder:
+        """The decoder for photos outside the competition layout: framed like a training portrait first."""
+        if self._photo_decoder is None:
+            self._photo_decoder = Decoder(self.cfg.data, self.cfg.preprocess, photos=True)
+        return self._photo_decoder
 
     @classmethod
     def open(cls, path: str | Path, overrides: Sequence[str] | dict = (), which: str = "best",
