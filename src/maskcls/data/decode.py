@@ -42,7 +42,8 @@ class Decoder:
 
     def settings(self) -> dict:
         """Everything that changes the output pixels (the cache key)."""
-        return {"decode_size": list(self.size), "preprocess": vars(self.pre) if self._prep else None, "v": 1,
+        pre = {k: v for k, v in vars(self.pre).items() if k != "frame_photos"}  # that one is the "framed" key
+        return {"decode_size": list(self.size), "preprocess": pre if self._prep else None, "v": 1,
                 **({"framed": 1} if self._framer else {})}
 
     def digest(self) -> str:
