@@ -265,7 +265,8 @@ def model_from_config(cfg, *, pretrained: bool | None = None) -> MaskNet:
     m = cfg.model
     pre = m.pretrained if pretrained is None else pretrained
     return create_model(m.name, head=m.head, pretrained=pre, weights=m.weights if pre else None,
-                        drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate, age_head=m.age_head,
+                        drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
+                        age_head=m.age_head if m.head == "multi" else "band",  # one 18-way layer has no age head
                         age_thresholds=cfg.data.age_thresholds)
 
 
