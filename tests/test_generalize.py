@@ -229,6 +229,14 @@ def test_evaluate_mask_set_cli_frames_photos(tiny_run, tmp_path, monkeypatch):
     m = json.loads((tmp_path / "out" / "mask_set_real.json").read_text())
     assert m["n"] == 3 and len(m["mask_confusion"]) == 3
     assert len(calls) == 3  # every real photo was framed like a portrait
+    import shutil
+
+    from maskcls.model_card import write_model_card
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    shutil.copy(tmp_path / "out" / "mask_set_real.json", run / "mask_set_real.json")
+    card = write_model_card(run).read_text()
+    assert "| real | 3 |" in card and "recall incorrect" in card
 
 
 def test_predict_on_a_folder_frames_photos(tiny_run, tmp_path, monkeypatch):

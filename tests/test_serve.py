@@ -43,7 +43,7 @@ def test_predict_matches_predictor(client, tiny_run, photo):
     r = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
-    expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photo)])[0]
+    expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photo)], photos=True)[0]  # framed first
     c = int(expected.argmax())
     assert body["class_id"] == c and body["filename"] == photo.name
     assert (body["mask"], body["gender"], body["age"]) == tuple(L.describe(c)[k] for k in ("mask", "gender", "age"))
@@ -187,3 +187,13 @@ def test_bad_run_is_a_clear_error(tmp_path, capsys):
 
     assert main(["serve", str(tmp_path / "nope")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_whole_photos_are_framed_like_portraits(service, photo, monkeypatch):
+    from maskcls.preprocess import framing
+
+    calls = []
+    real = framing.frame_photo
+    monkeypatch.setattr(framing, "frame_photo", lambda *a, **k: calls.append(1) or real(*a, **k))
+    service.predict([np.asarray(Image.open(photo).convert("RGB"))])
+    assert calls

@@ -53,6 +53,21 @@ def _metrics_rows(folder: Path) -> list[str]:
     return rows
 
 
+def _mask_set_rows(folder: Path) -> list[str]:
+    """Rows for real-photo sets scored by ``maskcls evaluate --mask-set`` (``mask_set_<name>.json``)."""
+    rows = []
+    for path in sorted(folder.glob("mask_set_*.json")):
+        try:
+            m = json.loads(path.read_text())
+            r = m["mask_recall"]
+            rows.append(f"| {path.stem.removeprefix('mask_set_')} | {m['n']} | {m['mask_accuracy']:.4f} | "
+                        + " | ".join("-" if r.get(k) is None else f"{r[k]:.3f}" for k in ("wear", "incorrect", "not_wear"))
+                        + " |")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return rows
+
+
 def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     """Write (or refresh) ``<run>/MODEL_CARD.md``; ``training`` (from ``training_summary``) is kept beside it."""
     folder = Path(run_dir)
@@ -95,6 +110,11 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
                   "masks) weigh as much as common ones."]
     else:
         lines += ["Not scored yet: run `maskcls evaluate` on this run."]
+    real = _mask_set_rows(folder)
+    if real:
+        lines += ["", "Real photos labelled by mask only (`maskcls evaluate --mask-set`; measured, never trained "
+                  "or tuned on):", "", "| set | photos | mask accuracy | recall wear | recall incorrect | "
+                  "recall not wear |", "|---|---|---|---|---|---|", *real]
     lines += ["", "## Intended use", "",
               "Counting or prompting correct mask wearing, for example at the entrance of a public place, "
               "on a CPU; research on the mask-classification task. Answers are per photo and meant to be "

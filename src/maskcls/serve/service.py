@@ -143,7 +143,8 @@ class Service:
         faces = [k for k, j in enumerate(jobs) if j[1] is not None]
         for rows, ens in ((whole, self.ensemble), (faces, self.faces_ensemble)):
             if rows:
-                probs[rows] = ens.predict_images([jobs[k][2] for k in rows])
+                # whole photos are framed like training portraits first (preprocess.frame_photos)
+                probs[rows] = ens.predict_images([jobs[k][2] for k in rows], photos=ens is self.ensemble)
         out = [{"width": int(img.shape[1]), "height": int(img.shape[0]), "faces": []} for img in images]
         for (i, box, _), p in zip(jobs, probs):
             out[i]["faces"].append({"box": box, "result": describe_probs(p, self.thresholds, self.min_confidence)})
