@@ -13,7 +13,7 @@ Between steps and at the end /health must answer 200. Prints one JSON summary an
 expectation. Every step has a fixed request count and timeouts: it stops by itself.
 
     .venv/bin/python benchmarks/abuse.py --fresh
-    .venv/bin/python benchmarks/abuse.py --fresh --engine onnx --rss-bound 1200
+    .venv/bin/python benchmarks/abuse.py --fresh --engine onnx
 """
 from __future__ import annotations
 
@@ -125,7 +125,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--per-client", type=int, default=4)
-    ap.add_argument("--rss-bound", type=float, default=1500, help="MB the service's peak RSS must stay under")
+    ap.add_argument("--rss-bound", type=float, default=2000,
+                    help="MB the service's peak RSS must stay under (RELIABILITY.md: default limits, one worker)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra service environment")
     ap.add_argument("--json", help="also write the summary here")
     args = ap.parse_args()
