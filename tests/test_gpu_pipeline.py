@@ -30,7 +30,7 @@ def _photos(n: int = 4, size=(256, 192), seed: int = 0) -> np.ndarray:
 
 
 def _data(*overrides: str):
-    return load_config(None, ["data.decode_size=[256,192]", *overrides]).data
+    return load_config(None, ["data.decode_size=[256,192]", "data.augment=basic", *overrides]).data
 
 
 @pytest.mark.parametrize("preset,size", [("custom", [160, 128]), ("custom", [224, 176]), ("base", [160, 128]),
@@ -109,6 +109,9 @@ def test_loader_choice():
     assert use_gpu_path(_data(), cuda) and not use_gpu_path(_data(), cpu)  # auto follows the device
     assert use_gpu_path(_data("data.loader=gpu"), cpu)  # forced: runs on CPU tensors (tests)
     assert not use_gpu_path(_data("data.loader=cpu"), cuda)
+    assert not use_gpu_path(_data("data.augment=real"), cuda)  # albumentations-only ops: auto keeps the CPU path
+    with pytest.raises(ConfigError, match="data.augment"):
+        use_gpu_path(_data("data.augment=real", "data.loader=gpu"), cpu)
     with pytest.raises(ConfigError, match="data.loader"):
         load_config(None, ["data.loader=tpu"])
 
@@ -129,3 +132,29 @@ def test_gpu_loader_yields_model_batches_on_the_device():
     persistent = gpu_loader(ds, BatchTransform(data, train=False, **IMAGENET), torch.device("cpu"), batch_size=4,
                             workers=2)
     assert persistent.loader.persistent_workers and not persistent.loader.pin_memory  # pinned only for CUDA
+
+
+def test_fit_on_the_tensor_path_resumes_like_uninterrupted(tiny_cfg, tmp_path):
+    """data.loader=gpu on CPU tensors: trains, validates, and epoch seeds survive a resume (persistent loaders)."""
+    from maskcls.checkpoint import load_checkpoint
+    from maskcls.engine import fit
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, metrics):
+        if epoch == 0:
+            raise Stop
+
+    cfg = tiny_cfg("data.loader=gpu", "data.augment=basic", "train.epochs=2", "train.max_batches=1", "mix.name=halves", "mix.prob=1.0")
+    a = fit(cfg, run_dir=tmp_path / "a")
+    assert 0.0 <= a["best_f1"] <= 1.0 and "f1" in a["metrics"]
+    with pytest.raises(Stop):
+        fit(cfg, run_dir=tmp_path / "b", on_epoch=stop)
+    b = fit(cfg, resume=tmp_path / "b" / "weights" / "last.pt")
+    wa, wb = load_checkpoint(a["run_dir"], "last")["model"], load_checkpoint(b["run_dir"], "last")["model"]
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-6) for k in wa)
+    cpu = fit(tiny_cfg("data.loader=cpu", "data.augment=basic", "train.epochs=2", "train.max_batches=1", "mix.name=halves",
+                       "mix.prob=1.0"), run_dir=tmp_path / "c")
+    wc = load_checkpoint(cpu["run_dir"], "last")["model"]
+    assert not all(torch.allclose(wa[k].float(), wc[k].float(), atol=1e-6) for k in wa)  # the path was switched

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -181,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    """INFO to stderr; under torchrun only rank 0 talks (the others show warnings, with their rank)."""
+    rank = int(os.environ.get("RANK", "0"))
+    level = logging.WARNING if quiet or rank else logging.INFO
+    logging.basicConfig(level=level, format=f"[rank {rank}] %(message)s" if rank else "%(message)s", stream=sys.stderr)
     for noisy in ("PIL", "matplotlib", "h5py", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

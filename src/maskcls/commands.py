@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
 
 from .config import Config, from_dict, load_config, parse_override
@@ -33,7 +34,8 @@ def train(args: argparse.Namespace) -> int:
         result = fit(cfg, resume=args.resume)
     else:
         result = fit(_config(args))
-    print(f"run: {result['run_dir']}  best val F1: {result['best_f1']:.4f}  weights: {result['best']}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
+        print(f"run: {result['run_dir']}  best val F1: {result['best_f1']:.4f}  weights: {result['best']}")
     return 0
 
 

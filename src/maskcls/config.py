@@ -49,7 +49,7 @@ class DataConfig:
     cache: bool = True  # decode each image once into a memory-mapped store
     cache_dir: str | None = None  # decode cache folder (None: $XDG_CACHE_HOME/maskcls or ~/.cache/maskcls)
     cache_max_gb: float = 10.0  # size cap of the cache folder; the oldest stores are evicted beyond it (0: no cap)
-    batch_size: int = 32  # training batch size
+    batch_size: int = 32  # photos per optimizer step; under torchrun: over all processes (each takes 1/N)
     workers: int = 0  # DataLoader workers; 0 is fastest on 2 cores with the cache
     loader: str = choice("auto", "auto", "cpu", "gpu")  # gpu: augment batches on the device (auto: when on CUDA)
     sampler: str = choice("class", "none", "class", "person")  # weighted sampling (class: +0.04 F1, BENCHMARKS.md)

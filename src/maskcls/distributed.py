@@ -27,6 +27,8 @@ import torch.distributed as dist
 
 log = logging.getLogger("maskcls")
 
+RANK_SEED = 1_000_003  # rank r augments from seed + r * RANK_SEED: rank 0 draws what one process would
+
 
 @dataclass
 class Dist:
@@ -36,6 +38,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device | None = None
+    owner: bool = False  # this setup() made the process group (and shutdown() ends it)
 
     @property
     def enabled(self) -> bool:
@@ -64,15 +67,16 @@ def setup(device: torch.device) -> Dist:
     if device.type == "cuda":
         device = torch.device("cuda", local)  # one GPU per process: LOCAL_RANK picks it
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    owner = not dist.is_initialized()
+    if owner:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
         log.info("process group: %s, rank %d of %d (local %d), device %s", backend, rank, world, local, device)
-    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device, owner=owner)
 
 
 def shutdown(d: Dist) -> None:
-    if d.enabled and dist.is_initialized():
+    if d.owner and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
 

@@ -2,8 +2,10 @@
 
 ``fit`` only wires pieces together; every piece (reader, split, cache, model,
 loss, sampler, mixing) is built by its own module from the config. Process
-set-up lives in ``runtime``, data loading in ``data.loading`` and batch
-inference in ``inference``; a trained run is read back through ``run.Run``.
+set-up lives in ``runtime``, data loading in ``data.loading`` and ``data.feeds``
+(input path, this rank's batches), batch inference in ``inference`` and
+data-parallel roles in ``distributed`` (under torchrun; no-ops otherwise); a
+trained run is read back through ``run.Run``.
 """
 from __future__ import annotations
 
@@ -20,15 +22,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict, save_config
-from .data.dataset import PhotoDataset
 from .data.decode import Decoder
+from .data.feeds import Feeds
 from .data.labels_train import training_frame
 from .data.loading import image_set, load_splits, load_train_frame, make_loader  # noqa: F401 (re-exported)
 from .data.reader import Report
 from .data.splits import SPLIT_FILE, save_split
-from .data.transforms import build_transform
 from .inference import predict_probs
 from .losses import loss_from_config
 from .metrics import compute_metrics, summary_text, write_metrics
@@ -70,7 +72,7 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
             if scheduler is not None:
                 scheduler.step()
             if ema is not None:  # the scheduler's step count drives the warm-up, and resumes with it
-                ema.update(model, step=scheduler.last_epoch if scheduler is not None else None)
+                ema.update(distributed.unwrap(model), step=scheduler.last_epoch if scheduler is not None else None)
         total += loss.item() * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -172,22 +174,28 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         run_dir = run_folder(state["path"])
     setup_torch(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    d = distributed.setup(resolve_device(cfg.train.device))  # under torchrun: this rank's device and role
+    device = d.device
     report = Report()
     train_df, val_df = splits if splits is not None else load_splits(cfg, report)
     # the run folder is made only once the data reads: a wrong path leaves no empty runs/train2
-    run_dir = Path(run_dir) if run_dir else unique_run_dir(cfg.project, cfg.name)
-    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    if state is None or not (run_dir / SPLIT_FILE).is_file():  # the persons it trains on, for evaluate and kfold
-        save_split(train_df, val_df, cfg.data.root, run_dir / SPLIT_FILE)
-    log.info("run folder: %s (device %s, %d threads)", run_dir, device, torch.get_num_threads())
+    if d.main:  # rank 0 alone writes; the others learn the folder from it
+        run_dir = Path(run_dir) if run_dir else unique_run_dir(cfg.project, cfg.name)
+        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        if state is None or not (run_dir / SPLIT_FILE).is_file():  # the persons it trains on, for evaluate, kfold
+            save_split(train_df, val_df, cfg.data.root, run_dir / SPLIT_FILE)
+    run_dir = Path(distributed.broadcast(d, str(run_dir)))
+    log.info("run folder: %s (device %s, %d threads%s)", run_dir, device, torch.get_num_threads(),
+             f", {d.world} processes" if d.enabled else "")
     overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
     if overlap:
         raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
     decoder = Decoder(cfg.data, cfg.preprocess)
-    progress = cfg.train.progress
-    both = image_set(pd.concat([train_df.assign(_split="train"), val_df.assign(_split="val")]), decoder, cfg, progress)
+    progress = cfg.train.progress and d.main
+    with distributed.local_first(d):  # one decode-cache build per node
+        both = image_set(pd.concat([train_df.assign(_split="train"), val_df.assign(_split="val")]), decoder, cfg,
+                         progress)
     if both.errors:  # now, before the first epoch, not after hours of training
         log.warning("%d unreadable images will be skipped:\n  %s", len(both.errors), "\n  ".join(both.errors))
     train_all = both.frame[both.frame["_split"] == "train"]
@@ -202,19 +210,18 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         model = model.to(memory_format=torch.channels_last)
     norm = data_config(model)
     encoder = encoder_from_config(cfg)
-    train_ds = PhotoDataset(train_set_frame, lambda i: both.source(tr_rows[i]),
-                            build_transform(cfg.data, train=True, **norm), ages=encoder.age_bins > 0)
-    val_ds = PhotoDataset(val_frame, lambda i: both.source(va_rows[i]), build_transform(cfg.data, train=False, **norm))
-    log.info("train %d photos of %d persons, val %d photos of %d persons", len(train_ds),
-             train_set_frame["person"].nunique(), len(val_ds), val_frame["person"].nunique())
+    feeds = Feeds(cfg, d, device, (train_set_frame, lambda i: both.source(tr_rows[i])),
+                  (val_frame, lambda i: both.source(va_rows[i])), norm, ages=encoder.age_bins > 0)
+    train_ds, val_ds = feeds.train_ds, feeds.val_ds
+    log.info("train %d photos of %d persons, val %d photos of %d persons; input path: %s", len(train_ds),
+             train_set_frame["person"].nunique(), len(val_ds), val_frame["person"].nunique(), feeds.path)
 
-    from .data.sampling import make_sampler  # noqa: WPS433 (optional techniques live in their own modules)
-    from .mix import build_mixer
+    from .mix import build_mixer  # noqa: WPS433 (optional techniques live in their own modules)
 
     criterion = loss_from_config(cfg.loss, cfg.model.head, train_set_frame["label"].to_numpy(), encoder).to(device)
     mixer = build_mixer(cfg.mix, train_ds, seed=cfg.train.seed, encoder=encoder)
     optimizer = build_optimizer(model, cfg)
-    steps = math.ceil(len(train_ds) / cfg.data.batch_size)
+    steps = feeds.steps()
     if cfg.train.max_batches:
         steps = min(steps, cfg.train.max_batches)
     scheduler = build_scheduler(optimizer, cfg, math.ceil(steps / cfg.train.accumulate))
@@ -230,28 +237,29 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         scaler.load_state_dict(state["scaler"])
         start, best_f1, bad_epochs, history = state["epoch"] + 1, state["best_f1"], state["bad_epochs"], state["history"]
         log.info("resumed %s at epoch %d", state["path"], start + 1)
+    model = distributed.wrap(d, model)  # DDP under torchrun: gradients averaged over ranks
 
-    logger = Logger(run_dir)
+    logger = Logger(run_dir) if d.main else None
     best_metrics: dict = history[-1].get("best_metrics", {}) if history else {}
     t_start = time.time()
     for epoch in range(start, cfg.train.epochs):
         t0 = time.time()
         epoch_seed = cfg.train.seed * 1000 + epoch  # same data order and augmentation after a resume
-        torch.manual_seed(epoch_seed)
-        train_ds.transform.set_random_seed(epoch_seed)
+        torch.manual_seed(epoch_seed + distributed.RANK_SEED * d.rank)
         if mixer is not None and hasattr(mixer, "set_epoch"):
-            mixer.set_epoch(epoch_seed)
-        sampler = make_sampler(cfg.data.sampler, train_set_frame, seed=epoch_seed)
-        loader = make_loader(train_ds, cfg, train=True, epoch_seed=epoch_seed, sampler=sampler)
+            mixer.set_epoch(epoch_seed + distributed.RANK_SEED * d.rank)
+        loader = feeds.train_batches(epoch_seed)
         train_loss = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=scaler,
                                      accumulate=cfg.train.accumulate, mixer=mixer, max_batches=cfg.train.max_batches,
                                      progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                                      channels_last=cfg.train.channels_last, ema=ema)
-        served = ema.module if ema is not None else model  # what validation scores and best.pt ships
+        train_loss = distributed.mean(d, train_loss)
+        served = ema.module if ema is not None else distributed.unwrap(model)  # what validation scores, best.pt ships
         train_time = time.time() - t0
         metrics = {}
         if len(val_ds):
-            probs, labels = predict_probs(served, make_loader(val_ds, cfg, train=False), device, progress=progress)
+            probs, labels = predict_probs(served, feeds.val_batches(), device, progress=progress)
+            probs, labels = feeds.gather(probs, labels)  # every rank: the whole validation set, each photo once
             metrics = compute_metrics(labels, probs.argmax(1))
         f1 = metrics.get("f1", -train_loss)  # without validation, "best" is the last epoch
         improved = f1 > best_f1
@@ -264,14 +272,16 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         if improved:
             best_metrics = {k: v for k, v in metrics.items()}
         history.append({**row, "best_metrics": best_metrics})
-        ckpt = {"model": served.state_dict(), **({"train_model": model.state_dict()} if ema is not None else {}),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "best_f1": best_f1, "bad_epochs": bad_epochs,
-                "history": history, "config": cfg.to_dict(), "norm": norm}
-        save_checkpoint(ckpt, run_dir / "weights" / "last.pt")
-        if improved:
-            save_checkpoint(ckpt, run_dir / "weights" / "best.pt")
-        logger.log(row)  # after last.pt: a kill in between cannot duplicate the row on resume
+        if d.main:
+            trained = distributed.unwrap(model)
+            ckpt = {"model": served.state_dict(), **({"train_model": trained.state_dict()} if ema is not None else {}),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(), "epoch": epoch, "best_f1": best_f1, "bad_epochs": bad_epochs,
+                    "history": history, "config": cfg.to_dict(), "norm": norm}
+            save_checkpoint(ckpt, run_dir / "weights" / "last.pt")
+            if improved:
+                save_checkpoint(ckpt, run_dir / "weights" / "best.pt")
+            logger.log(row)  # after last.pt: a kill in between cannot duplicate the row on resume
         log.info("epoch %d/%d  loss %.4f  val F1 %.4f  (%.0fs)%s", epoch + 1, cfg.train.epochs, train_loss,
                  metrics.get("f1", float("nan")), time.time() - t0, "  *best*" if improved else "")
         if on_epoch is not None:
@@ -279,17 +289,23 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         if cfg.train.patience and bad_epochs >= cfg.train.patience:
             log.info("early stop: no better val F1 for %d epochs", bad_epochs)
             break
-    logger.close()
-    problems = report.warnings + both.errors + train_ds.errors + val_ds.errors  # the latter: no cache
+    if logger is not None:
+        logger.close()
+    problems = report.warnings + both.errors + feeds.errors  # the latter: no cache
     if both.errors:
         log.warning("%d unreadable images were skipped (listed before the first epoch)", len(both.errors))
     result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": best_f1,
               "wall_s": round(time.time() - t_start, 1), "problems": problems}
     if best_metrics:
-        write_metrics(best_metrics, run_dir, "val_metrics", title="validation (best epoch)")
+        if d.main:
+            write_metrics(best_metrics, run_dir, "val_metrics", title="validation (best epoch)")
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
-    from .model_card import training_summary, write_model_card
+    if d.main:
+        from .model_card import training_summary, write_model_card
 
-    result["model_card"] = str(write_model_card(run_dir, training_summary(cfg.data.root, train_set_frame, val_frame)))
+        card = write_model_card(run_dir, training_summary(cfg.data.root, train_set_frame, val_frame))
+        result["model_card"] = str(card)
+    result["model_card"] = str(distributed.broadcast(d, result.get("model_card")))
+    distributed.shutdown(d)  # only a process group setup() made
     return result

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from ..config import ConfigError, DataConfig
 
-GPU_PRESETS = ("base", "custom")  # presets BatchTransform implements; others use data.loader=cpu
+GPU_PRESETS = ("base", "custom")  # data.preset values BatchTransform implements
+GPU_AUGMENT = ("none", "basic")  # data.augment values it implements ("real": albumentations only, CPU path)
 
 
 def use_gpu_path(data: DataConfig, device: torch.device) -> bool:
@@ -31,19 +32,19 @@ def use_gpu_path(data: DataConfig, device: torch.device) -> bool:
         use = device.type == "cuda"
     else:
         use = data.loader == "gpu"
-    if use and data.preset not in GPU_PRESETS:
+    if use and (data.preset not in GPU_PRESETS or data.augment not in GPU_AUGMENT):
         if data.loader == "auto":
-            return False  # a preset only albumentations has: stay on the CPU path
-        raise ConfigError(f"data.loader=gpu: preset '{data.preset}' has no tensor version; "
-                          f"use data.loader=cpu or a preset of {', '.join(GPU_PRESETS)}")
+            return False  # augmentation only albumentations has: stay on the CPU path
+        raise ConfigError(f"data.loader=gpu: data.preset={data.preset} / data.augment={data.augment} has no tensor "
+                          f"version; use data.loader=cpu, or data.augment={' or '.join(GPU_AUGMENT)}")
     return use
 
 
 class RawImage:
-    """``PhotoDataset`` transform that leaves the decoded uint8 HxWx3 array as it is (as a tensor)."""
+    """``PhotoDataset`` transform that leaves the decoded uint8 HxWx3 array as it is (``collate_raw`` stacks it)."""
 
     def __call__(self, *, image: np.ndarray) -> dict:
-        return {"image": torch.from_numpy(np.ascontiguousarray(image))}
+        return {"image": image}
 
     def set_random_seed(self, seed: int) -> None:  # randomness lives in BatchTransform
         pass
@@ -58,14 +59,15 @@ class BatchTransform:
     """
 
     def __init__(self, data: DataConfig, *, train: bool, mean, std):
-        if data.preset not in GPU_PRESETS:
-            raise ConfigError(f"data.preset={data.preset}: no tensor version; use data.loader=cpu")
+        if data.preset not in GPU_PRESETS or (train and data.augment not in GPU_AUGMENT):
+            raise ConfigError(f"data.preset={data.preset} / data.augment={data.augment}: no tensor version; "
+                              f"use data.loader=cpu")
         self.size = tuple(data.image_size)
         self.crop = None
         if data.preset == "custom":
             dh, dw = data.decode_size
             self.crop = (int(dh * data.crop_fraction), int(dw * data.crop_fraction))
-        self.augment = train and data.preset == "custom"
+        self.augment = train and data.augment == "basic" and data.preset == "custom"  # transforms.build_transform
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.seed = 0
@@ -162,11 +164,17 @@ def hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- loaders
-class DeviceLoader:
-    """Iterates a uint8 DataLoader as ``(model input, labels)`` already on ``device``.
+def collate_raw(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """One copy from the (read-only) cache rows into a fresh (B, H, W, 3) uint8 batch."""
+    return torch.from_numpy(np.stack([x for x, _ in items])), torch.stack([y for _, y in items])
 
-    Training and evaluation loops call ``.to(device)`` on what they get, which
-    is then a no-op, so they need not know which input path feeds them.
+
+class DeviceLoader:
+    """Iterates a uint8 DataLoader as ``(model input on device, labels)``.
+
+    Training and evaluation loops call ``.to(device)`` on the input, which is
+    then a no-op, so they need not know which input path feeds them; labels
+    stay where the loader put them (pinned), as on the CPU path.
     """
 
     def __init__(self, loader: DataLoader, transform: BatchTransform, device: torch.device):
@@ -177,11 +185,9 @@ class DeviceLoader:
         return len(self.loader)
 
     def __iter__(self):
-        blocking = self.device.type != "cuda"
+        non_blocking = self.device.type == "cuda"  # the copy overlaps the previous step's compute
         for x, y in self.loader:
-            x = x.to(self.device, non_blocking=not blocking)
-            y = y.to(self.device, non_blocking=not blocking)
-            yield self.transform(x), y
+            yield self.transform(x.to(self.device, non_blocking=non_blocking)), y
 
 
 def gpu_loader(dataset, transform: BatchTransform, device: torch.device, *, batch_size: int, workers: int,
@@ -194,5 +200,6 @@ def gpu_loader(dataset, transform: BatchTransform, device: torch.device, *, batc
     """
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False,
+                        collate_fn=collate_raw,
                         prefetch_factor=4 if workers > 0 else None)
     return DeviceLoader(loader, transform, device)
