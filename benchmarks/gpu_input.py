@@ -32,7 +32,7 @@ def sync(device: torch.device) -> None:
 
 
 def model_alone(size, batch: int, device: torch.device, steps: int = 30) -> float:
-    m = create_model("tf_efficientnet_lite0", head="multi", pretrained=False).to(device)
+    m = create_model("tf_efficientnet_lite0", head="single", pretrained=False).to(device)  # 18 logits
     m = m.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(m.parameters(), 1e-3)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")

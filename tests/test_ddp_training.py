@@ -17,6 +17,7 @@ weighted draw.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,12 +38,20 @@ SAME = ["model.name=convnext_atto", "model.pretrained=false", "model.drop_rate=0
 
 
 def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """torchrun with 2 CPU processes; on a hang (or a starved machine) the whole process group is killed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskcls.cli",
            "train", "-q", *args]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)  # the workers share the session: one kill ends them all
+    try:
+        stdout, stderr = proc.communicate(timeout=900)  # ~45 s normally; generous for a shared, busy CPU
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _base(demo_root) -> list[str]:

@@ -42,7 +42,12 @@ def test_two_workers_fill_one_sqlite_study_exactly(tmp_path, monkeypatch):
            "--storage", storage]
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for _ in range(2)]
-    outputs = [w.communicate(timeout=240)[0] for w in workers]
+    try:
+        outputs = [w.communicate(timeout=900)[0] for w in workers]  # ~30 s normally; generous on a busy CPU
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
     assert [w.returncode for w in workers] == [0, 0], outputs
 
     study = optuna.load_study(study_name="shared", storage=storage)
