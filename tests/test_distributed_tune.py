@@ -11,11 +11,17 @@ import yaml
 # A worker process: the real CLI, with engine.fit replaced by a fake that takes a moment and reports one
 # epoch, so the test checks the shared budget, not training (that is test_kfold_tune's job).
 WORKER = """
-import os, sys, time, random
+import glob, os, sys, time, random
 import maskcls.tune as tune
 from maskcls.cli import main
 
 def fake_fit(cfg, *, run_dir, on_epoch):
+    # both workers hold a running trial at once before any finishes (however slowly each process started)
+    folder = os.path.dirname(os.environ["TRIAL_LOG"])
+    open(os.path.join(folder, f"started-{os.getpid()}"), "a").close()
+    t0 = time.time()
+    while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.time() - t0 < 600:
+        time.sleep(0.05)
     random.seed(str(run_dir))
     time.sleep(random.uniform(0.05, 0.4))
     f1 = min(1.0, cfg.train.lr * 50)
