@@ -6,8 +6,10 @@ epoch. Here loader workers only copy uint8 arrays out of the memory-mapped
 cache (``RawImage``); the batch is pinned, moved with ``non_blocking`` and
 transformed on the device by ``BatchTransform``, which runs the same ops as the
 albumentations presets in ``transforms.py`` (centre crop, bilinear resize,
-flip, colour jitter in random order, Gaussian noise, normalisation) with one
-draw of parameters per photo. The eval transform matches the CPU one to
+and for ``data.augment=basic`` flip, colour jitter in random order, Gaussian
+noise; then normalisation) with one draw of parameters per photo. The
+``real`` preset's ops (affine framing, blur, JPEG, dropout) exist only in
+albumentations: with it ``auto`` keeps the CPU path. The eval transform matches the CPU one to
 rounding (tests/test_gpu_pipeline.py), so a model trained on either path is
 validated and served alike. The same code runs on CPU tensors, which is how
 the tests run it; ``data.loader=auto`` takes this path only when training on
