@@ -82,7 +82,7 @@ def main() -> None:
         size = tuple(map(int, text.split("x")))
         batch = int(batch)
         cfg = load_config(None, [f"data.root={args.root}", f"data.image_size={list(size)}", f"data.batch_size={batch}",
-                                 f"data.workers={args.workers}"])
+                                 f"data.workers={args.workers}", "data.augment=basic"])  # the ops both paths have
         frame = load_train_frame(cfg)
         images = image_set(frame, Decoder(cfg.data, cfg.preprocess), cfg, progress=False)
         norm = data_config(create_model("tf_efficientnet_lite0", pretrained=False))
