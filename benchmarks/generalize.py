@@ -35,7 +35,7 @@ ROWS = {
     "lite1": ["model.name=tf_efficientnet_lite1"],
     "lite2": ["model.name=tf_efficientnet_lite2"],
 }
-NEW = ["model.age_head=dist", "train.ema=true", "data.augment=real", "model.drop_path_rate=0.1", "eval.class_bias=true"]
+NEW = ["model.age_head=dist", "train.ema=true", "data.augment=real", "model.drop_path_rate=0.1"]
 REPO = Path(__file__).resolve().parents[1]
 
 
