@@ -101,3 +101,48 @@ def test_upload_shows_result_and_drawing(server, browser, demo_root, tmp_path):
         time.sleep(0.1)
     assert "notes.txt: not an image" in browser.find_element(By.ID, "result").text
     assert "HTTP 415" in browser.find_element(By.ID, "result").text
+
+
+def _wait(driver, script: str, timeout: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+
+
+def _not_blank(png: bytes) -> int:
+    import io
+
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png)).convert("RGB").resize((200, 180))
+    return len(set(img.getdata()))
+
+
+@pytest.mark.slow
+def test_page_screenshot_shows_model_and_demo_warning(server, browser, tmp_path):
+    url, _ = server
+    browser.get(url)
+    text = _wait(browser, "const t = document.getElementById('model').textContent;"
+                          "return t.includes('tf_efficientnet_lite0') ? t : null;")
+    assert "multi head" in text and "on torch" in text
+    banner = browser.find_element("id", "banner")
+    assert banner.is_displayed() and "drawn demo data" in banner.text
+    png = browser.get_screenshot_as_png()
+    (tmp_path / "page.png").write_bytes(png)
+    assert _not_blank(png) > 20
+
+
+@pytest.mark.slow
+def test_docs_screenshot_renders_offline(server, browser, tmp_path):
+    """Swagger UI renders from this server's own files: every resource the page loaded is local."""
+    url, _ = server
+    browser.get(url + "docs")
+    title = _wait(browser, "const t = document.querySelector('.swagger-ui .info .title');"
+                           "return t && t.textContent.includes('maskcls') ? t.textContent : null;")
+    assert "maskcls" in title
+    _wait(browser, "return document.querySelectorAll('.opblock').length >= 3;")
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+    assert resources and all(r.startswith(url) for r in resources), resources
+    png = browser.get_screenshot_as_png()
+    (tmp_path / "docs.png").write_bytes(png)
+    assert _not_blank(png) > 20

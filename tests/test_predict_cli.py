@@ -57,7 +57,10 @@ def test_predict_folder_mode(run, demo_root, tmp_path, capsys):
     out = tmp_path / "pred.csv"
     _ok(["predict", run, "--source", str(folder), "--out", str(out)], capsys)
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "class_id", "mask", "gender", "age", "confidence"]
+    axes = ["p_mask_wear", "p_mask_incorrect", "p_mask_not_wear", "p_gender_male", "p_gender_female",
+            "p_age_under30", "p_age_30_59", "p_age_60plus"]
+    base = ["file", "class_id", "mask", "gender", "age", "confidence", "low_confidence", "error", "warning", *axes]
+    assert list(table.columns) == base
     assert sorted(table["file"]) == sorted(p.name for p in folder.glob("*.jpg"))
     for row in table.itertuples():
         d = L.describe(row.class_id)
@@ -68,11 +71,39 @@ def test_predict_folder_mode(run, demo_root, tmp_path, capsys):
     _ok(["predict", run, "--source", str(folder), "--out", str(out_p), "--probs"], capsys)
     withp = pd.read_csv(out_p)
     cols = [f"p{k}" for k in range(18)]
-    assert list(withp.columns) == ["file", "class_id", "mask", "gender", "age", "confidence", *cols]
+    assert list(withp.columns) == [*base, *cols]
     p = withp[cols].to_numpy()
     assert np.allclose(p.sum(1), 1, atol=1e-3)
     assert (p.argmax(1) == withp["class_id"].to_numpy()).all()
     assert np.allclose(p.max(1), withp["confidence"], atol=1e-3)
+    # per-axis columns are the marginals of the 18 classes
+    cube = p.reshape(-1, 3, 2, 3)
+    assert np.allclose(withp[axes[:3]].to_numpy(), cube.sum((2, 3)), atol=1e-4)
+    assert np.allclose(withp[axes[3:5]].to_numpy(), cube.sum((1, 3)), atol=1e-4)
+    assert np.allclose(withp[axes[5:]].to_numpy(), cube.sum((1, 2)), atol=1e-4)
+    assert (withp["low_confidence"] == (withp["confidence"] < 0.5)).all()
+    assert withp["warning"].str.contains("drawn demo data").all()  # the tiny run trained on drawn faces
+
+
+def test_predict_csv_has_a_row_per_unreadable_file(run, demo_root, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted((demo_root / "eval" / "images").iterdir())[:3]:
+        shutil.copy(p, folder / p.name)
+    (folder / "a_truncated.jpg").write_bytes((folder / p.name).read_bytes()[:200])
+    (folder / "z_text.png").write_text("not a picture")
+    out = tmp_path / "pred.csv"
+    assert main(["predict", run, "--source", str(folder), "--out", str(out), "-q"]) == 2  # said, not hidden
+    assert "2 of 5 images could not be read" in capsys.readouterr().err
+    _ok(["predict", run, "--source", str(folder), "--out", str(out), "--allow-missing"], capsys)
+    table = pd.read_csv(out)
+    assert table["file"].tolist() == sorted(p.name for p in folder.iterdir())  # every file, in folder order
+    bad = table.set_index("file").loc[["a_truncated.jpg", "z_text.png"]]
+    assert bad["class_id"].isna().all() and bad["mask"].isna().all()
+    assert "corrupt or truncated" in bad.loc["a_truncated.jpg", "error"]
+    assert "not an image" in bad.loc["z_text.png", "error"]
+    good = table[table["error"].isna()]
+    assert len(good) == 3 and good["class_id"].notna().all()
 
 
 def test_evaluate_answers(run, demo_root, tmp_path, capsys):

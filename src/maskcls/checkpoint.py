@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 VERSION = 1
 
 
@@ -22,6 +20,8 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import torch  # here, not at the top: the lean ONNX install imports this module for CheckpointError
+
     torch.save({**state, "version": VERSION}, tmp)
     os.replace(tmp, path)
 
@@ -38,6 +38,8 @@ def resolve_checkpoint(run: str | Path, which: str = "best") -> Path:
 
 def load_checkpoint(run: str | Path, which: str = "best") -> dict:
     path = resolve_checkpoint(run, which)
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

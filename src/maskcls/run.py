@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-import torch
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import Config, ConfigError, _set, from_dict, parse_override, validate
 from .data.decode import Decoder
 from .data.splits import SPLIT_FILE, held_out, read_split
-from .data.transforms import build_transform
-from .runtime import resolve_device, setup_torch
+
+# torch and albumentations are imported where used: an ONNX run needs neither (the lean install)
 
 log = logging.getLogger("maskcls")
 
@@ -123,19 +122,44 @@ def build_model(cfg: Config, state_dict: dict):
 class Run:
     """A trained model with everything needed to use it the way validation did."""
 
-    def __init__(self, model, cfg: Config, norm: dict, *, device: torch.device | str = "cpu",
-                 path: str | Path | None = None, decision: dict | None = None, engine: str = "torch"):
+    def __init__(self, model, cfg: Config, norm: dict, *, device="cpu",
+                 path: str | Path | None = None, decision: dict | None = None, engine: str = "torch",
+                 training_data: dict | None = None):
         self.cfg, self.norm, self.engine = cfg, {k: list(v) for k, v in norm.items()}, engine
         self.path = Path(path) if path is not None else None
         self.folder = run_folder(self.path) if self.path is not None else None
         self.decision = dict(decision or {})
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval() if engine == "torch" else model
-        if engine == "torch" and cfg.train.channels_last:  # NHWC: ~1.6x faster CPU inference for these backbones
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.training_data = dict(training_data or {}) or self._saved_training_data()
         self.decoder = Decoder(cfg.data, cfg.preprocess)
-        self.transform = build_transform(cfg.data, train=False, **self.norm)
+        if engine == "torch":
+            import torch
+
+            from .data.transforms import build_transform
+
+            self.device = torch.device(device)
+            self.model = model.to(self.device).eval()
+            if cfg.train.channels_last:  # NHWC: ~1.6x faster CPU inference for these backbones
+                self.model = self.model.to(memory_format=torch.channels_last)
+            self.transform = build_transform(cfg.data, train=False, **self.norm)
+        else:  # numpy + OpenCV, pixel-identical to the albumentations eval transform
+            from .data.eval_transform import EvalTransform
+
+            self.device, self.model = "cpu", model
+            self.transform = EvalTransform(cfg.data, **self.norm)
         self._photo_decoder: Decoder | None = None
+
+    def _saved_training_data(self) -> dict:
+        """``training_data.json`` of the run folder (runs whose checkpoint predates the summary)."""
+        from .model_card import TRAINING
+
+        f = self.folder / TRAINING if self.folder is not None else None
+        return json.loads(f.read_text()) if f is not None and f.is_file() else {}
+
+    def warnings(self) -> list[str]:
+        """Reasons to distrust every answer of this model, in words (shown by predict, serve and the page)."""
+        from .model_card import DEMO_WARNING
+
+        return [f"model {DEMO_WARNING}"] if self.training_data.get("drawn_demo") else []
 
     @property
     def photo_decoder(self) -> Decoder:
@@ -159,15 +183,17 @@ class Run:
             raise CheckpointError(f"{path}: a k-fold folder holds several runs; open them with expand_runs()")
         state = load_checkpoint(path, which)
         cfg = apply_overrides(from_dict(state["config"]), overrides, state["path"])
+        from .runtime import resolve_device, setup_torch
+
         dev = resolve_device(device or cfg.train.device)
         if threads or cfg.train.threads:
             setup_torch(threads or cfg.train.threads)
         return cls(build_model(cfg, state["model"]), cfg, state["norm"], device=dev, path=state["path"],
-                   decision=state.get("decision"))
+                   decision=state.get("decision"), training_data=state.get("training_data"))
 
     @classmethod
     def _open_onnx(cls, path: str | Path, overrides: Sequence[str] | dict, threads: int) -> "Run":
-        from .export import META_KEY, OrtModel, ort_session
+        from .onnx_model import META_KEY, OrtModel, ort_session
 
         file = onnx_path(path)
         if not file.is_file():
@@ -182,7 +208,7 @@ class Run:
             raise CheckpointError(f"{file}: not a readable ONNX model ({type(e).__name__})") from None
         cfg = apply_overrides(from_dict(info["config"]), overrides, file)
         return cls(OrtModel(session), cfg, info["norm"], device="cpu", path=file, decision=info.get("decision"),
-                   engine="onnx")
+                   engine="onnx", training_data=info.get("training_data"))
 
     # ------------------------------------------------------------------ the split
     @property

@@ -1,42 +1,15 @@
 """From a config to image tables with pixels and DataLoaders (training and inference alike)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
-from .cache import build_cache
-from .decode import Decoder
+from .imageset import ImageSet, image_set  # noqa: F401 (torch-free; re-exported for training)
 from .reader import Report, read_train
 from .splits import holdout
-
-
-@dataclass
-class ImageSet:
-    """An image table with the source of its decoded pixels."""
-
-    frame: pd.DataFrame
-    source: Callable[[int], np.ndarray]
-    errors: list[str] = field(default_factory=list)
-
-
-def image_set(frame: pd.DataFrame, decoder: Decoder, cfg: Config, progress: bool = True) -> ImageSet:
-    """Attach pixels to a table: the decode cache, or decoding on the fly."""
-    frame = frame.reset_index(drop=True)
-    if not cfg.data.cache:
-        paths = frame["path"].tolist()
-        return ImageSet(frame, lambda i: decoder(paths[i]))
-    cache = build_cache(frame["path"].tolist(), decoder, cfg.data.cache_dir, progress=progress,
-                        max_gb=cfg.data.cache_max_gb)
-    keep = np.flatnonzero(cache.ok)
-    rows = keep.copy()
-    kept = frame.iloc[keep].reset_index(drop=True)
-    return ImageSet(kept, lambda i: cache[rows[i]], list(cache.errors))
 
 
 def make_loader(ds: Dataset, cfg: Config, *, train: bool, epoch_seed: int = 0, sampler=None) -> DataLoader:

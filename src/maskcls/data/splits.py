@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 log = logging.getLogger("maskcls")
 
@@ -25,6 +24,8 @@ def person_strata(frame: pd.DataFrame) -> np.ndarray:
 
 def kfold_indices(frame: pd.DataFrame, folds: int, seed: int, by: str = "person") -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, val) row indices of each fold; persons never cross folds."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # training install only
+
     strata = person_strata(frame)
     if by == "image":
         warnings.warn(

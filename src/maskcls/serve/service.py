@@ -117,8 +117,8 @@ class Service:
                 "limits": dataclasses.asdict(self.settings)}
 
     def warnings(self) -> list[str]:
-        """Reasons to distrust every answer of the loaded model(s)."""
-        return []
+        """Reasons to distrust every answer of the loaded model(s), e.g. training on drawn demo data."""
+        return self.ensemble.warnings()
 
     def _jobs(self, images: Sequence[np.ndarray]) -> list[tuple[int, list | None, np.ndarray]]:
         """(photo index, face box or None, pixels) for every region to classify."""

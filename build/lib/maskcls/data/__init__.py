@@ -1,0 +1,1 @@
+"""Data: the layout reader, person splits, decoding and its cache, transforms, datasets."""

@@ -1,0 +1,55 @@
+"""torch Dataset over an image table; pixels come from the cache or the decoder."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .images import ImageReadError
+
+log = logging.getLogger("maskcls")
+
+
+class PhotoDataset(Dataset):
+    """Yields ``(image tensor, class id)``; the class id is -1 when unlabelled.
+
+    ``source(i)`` returns the decoded uint8 image of row ``i``. A row that fails
+    to decode is reported once and replaced by the next good row, so a corrupt
+    file never stops an epoch.
+    """
+
+    def __init__(self, frame: pd.DataFrame, source: Callable[[int], np.ndarray], transform):
+        self.frame = frame.reset_index(drop=True)
+        self.labels = self.frame["label"].to_numpy(np.int64) if "label" in self.frame else None
+        self.source = source
+        self.transform = transform
+        self.bad: set[int] = set()
+        self.errors: list[str] = []  # one line per unreadable file
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def image(self, i: int) -> np.ndarray:
+        return self.source(i)
+
+    def __getitem__(self, i: int):
+        for k in range(len(self)):
+            j = (i + k) % len(self)
+            if j in self.bad:
+                continue
+            try:
+                img = self.source(j)
+                break
+            except ImageReadError as e:
+                self.bad.add(j)
+                self.errors.append(str(e))
+                log.warning("%s; skipped", e)
+        else:
+            raise RuntimeError("no readable image in the dataset")
+        x = self.transform(image=img)["image"]
+        y = int(self.labels[j]) if self.labels is not None else -1
+        return x, torch.tensor(y)

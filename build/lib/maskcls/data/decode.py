@@ -1,0 +1,51 @@
+"""The deterministic path from a file to the array that augmentation starts from.
+
+decode -> (face crop / background removal, if configured) -> resize to
+``data.decode_size``. Training, validation, prediction, export and the service
+all call this one function, so they see identical pixels; its output is what
+the decode cache stores.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig, PreprocessConfig
+from .images import load_rgb, resize
+
+
+class Decoder:
+    """Callable: path, bytes or RGB array -> uint8 HxWx3 at ``decode_size``."""
+
+    def __init__(self, data: DataConfig, pre: PreprocessConfig):
+        self.size = tuple(data.decode_size)
+        self.pre = pre
+        self._prep = None
+        if pre.face_crop or pre.background != "none":
+            from ..preprocess import Preprocessor
+
+            self._prep = Preprocessor(pre)
+
+    def settings(self) -> dict:
+        """Everything that changes the output pixels (the cache key)."""
+        return {"decode_size": list(self.size), "preprocess": vars(self.pre) if self._prep else None, "v": 1}
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def __call__(self, source) -> np.ndarray:
+        img = source if isinstance(source, np.ndarray) else load_rgb(source)
+        if self._prep is not None:
+            img = self._prep(img)
+        return resize(img, self.size)
+
+    def faces(self, img: np.ndarray) -> list:
+        """Face boxes (x0, y0, x1, y1) of a decoded photo; empty without a detector."""
+        return self._prep.detect(img) if self._prep is not None else []
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()

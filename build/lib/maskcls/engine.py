@@ -1,0 +1,276 @@
+"""Training engine: ``train_one_epoch`` and ``fit(cfg) -> metrics``; nothing after training imports it.
+
+``fit`` only wires pieces together; every piece (reader, split, cache, model,
+loss, sampler, mixing) is built by its own module from the config. Process
+set-up lives in ``runtime``, data loading in ``data.loading`` and batch
+inference in ``inference``; a trained run is read back through ``run.Run``.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, from_dict, save_config
+from .data.dataset import PhotoDataset
+from .data.decode import Decoder
+from .data.labels_train import training_frame
+from .data.loading import image_set, load_splits, load_train_frame, make_loader  # noqa: F401 (re-exported)
+from .data.reader import Report
+from .data.splits import SPLIT_FILE, save_split
+from .data.transforms import build_transform
+from .inference import predict_probs
+from .losses import loss_from_config
+from .metrics import compute_metrics, summary_text, write_metrics
+from .models import MaskNet, data_config, model_from_config
+from .run import run_folder
+from .runtime import resolve_device, seed_everything, setup_torch, unique_run_dir
+
+log = logging.getLogger("maskcls")
+
+
+# ----------------------------------------------------------------------------- loops
+def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None, accumulate=1,
+                    mixer=None, max_batches=0, progress=True, desc="train", channels_last=False) -> float:
+    """One pass over ``loader``; returns the mean training loss."""
+    model.train()
+    amp = device.type == "cuda" and scaler is not None and scaler.is_enabled()
+    total, count = 0.0, 0
+    n = len(loader) if not max_batches else min(max_batches, len(loader))
+    bar = tqdm(loader, total=n, desc=desc, leave=False, disable=not progress, unit="batch")
+    optimizer.zero_grad(set_to_none=True)
+    for step, (x, y) in enumerate(bar):
+        if max_batches and step >= max_batches:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mixer is not None:
+            x, y = mixer(x, y)
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext():
+            loss = criterion(model(x), y)
+        (scaler.scale(loss / accumulate) if amp else loss / accumulate).backward()
+        if (step + 1) % accumulate == 0 or step + 1 == n:
+            if amp:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+        total += loss.item() * len(x)
+        count += len(x)
+        bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    return total / max(count, 1)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    t = cfg.train
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on norms and biases
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=t.lr)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+    raise ValueError(f"unknown optimizer '{t.optimizer}'; choose adamw or sgd")
+
+
+def lr_factor(step: int, *, total: int, warmup: int, kind: str, steps_per_epoch: int, step_size: int,
+              gamma: float) -> float:
+    """Linear warm-up, then cosine to 1% / step decay / constant."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if kind == "cosine":
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if kind == "step":
+        return gamma ** (step // max(1, step_size * steps_per_epoch))
+    return 1.0
+
+
+def build_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
+    t = cfg.train
+    total = steps_per_epoch * t.epochs
+    warmup = int(t.warmup_epochs * steps_per_epoch)
+    fn = lambda s: lr_factor(s, total=total, warmup=warmup, kind=t.scheduler, steps_per_epoch=steps_per_epoch,
+                             step_size=t.step_size, gamma=t.step_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+# ----------------------------------------------------------------------------- fit
+class Logger:
+    """Per-epoch rows to ``log.csv`` and TensorBoard."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "log.csv"
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        except Exception as e:  # tensorboard is optional at run time
+            log.info("tensorboard off (%s)", e)
+
+    def log(self, row: dict) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.tb:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb:
+            self.tb.close()
+
+
+def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None, resume: str | Path | None = None,
+        run_dir: str | Path | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Train a model from a config; returns the best validation metrics and the run paths.
+
+    ``splits`` overrides the holdout split (k-fold passes its folds), ``resume``
+    continues from a ``last.pt``, ``on_epoch(epoch, metrics)`` is called after
+    each validation (Optuna prunes from it by raising).
+    """
+    state = None
+    if resume:
+        state = load_checkpoint(resume, "last")
+        cfg = from_dict(state["config"]) if cfg is None else cfg
+        run_dir = run_folder(state["path"])
+    setup_torch(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    report = Report()
+    train_df, val_df = splits if splits is not None else load_splits(cfg, report)
+    # the run folder is made only once the data reads: a wrong path leaves no empty runs/train2
+    run_dir = Path(run_dir) if run_dir else unique_run_dir(cfg.project, cfg.name)
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if state is None or not (run_dir / SPLIT_FILE).is_file():  # the persons it trains on, for evaluate and kfold
+        save_split(train_df, val_df, cfg.data.root, run_dir / SPLIT_FILE)
+    log.info("run folder: %s (device %s, %d threads)", run_dir, device, torch.get_num_threads())
+    overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
+    if overlap:
+        raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
+    decoder = Decoder(cfg.data, cfg.preprocess)
+    progress = cfg.train.progress
+    both = image_set(pd.concat([train_df.assign(_split="train"), val_df.assign(_split="val")]), decoder, cfg, progress)
+    if both.errors:  # now, before the first epoch, not after hours of training
+        log.warning("%d unreadable images will be skipped:\n  %s", len(both.errors), "\n  ".join(both.errors))
+    train_all = both.frame[both.frame["_split"] == "train"]
+    train_set_frame = training_frame(train_all, cfg.data)
+    val_frame = both.frame[both.frame["_split"] == "val"].reset_index(drop=True)
+    src_index = {p: i for i, p in enumerate(both.frame["path"])}
+    tr_rows = np.array([src_index[p] for p in train_set_frame["path"]], dtype=int)
+    va_rows = np.array([src_index[p] for p in val_frame["path"]], dtype=int)
+
+    model = model_from_config(cfg).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    norm = data_config(model)
+    train_ds = PhotoDataset(train_set_frame, lambda i: both.source(tr_rows[i]),
+                            build_transform(cfg.data, train=True, **norm))
+    val_ds = PhotoDataset(val_frame, lambda i: both.source(va_rows[i]), build_transform(cfg.data, train=False, **norm))
+    log.info("train %d photos of %d persons, val %d photos of %d persons", len(train_ds),
+             train_set_frame["person"].nunique(), len(val_ds), val_frame["person"].nunique())
+
+    from .data.sampling import make_sampler  # noqa: WPS433 (optional techniques live in their own modules)
+    from .mix import build_mixer
+
+    criterion = loss_from_config(cfg.loss, cfg.model.head, train_set_frame["label"].to_numpy()).to(device)
+    mixer = build_mixer(cfg.mix, train_ds, seed=cfg.train.seed)
+    optimizer = build_optimizer(model, cfg)
+    steps = math.ceil(len(train_ds) / cfg.data.batch_size)
+    if cfg.train.max_batches:
+        steps = min(steps, cfg.train.max_batches)
+    scheduler = build_scheduler(optimizer, cfg, math.ceil(steps / cfg.train.accumulate))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    start, best_f1, bad_epochs, history = 0, -math.inf, 0, []  # -loss (no validation) is below -1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best_f1, bad_epochs, history = state["epoch"] + 1, state["best_f1"], state["bad_epochs"], state["history"]
+        log.info("resumed %s at epoch %d", state["path"], start + 1)
+
+    from .model_card import training_summary, write_model_card
+
+    training = training_summary(cfg.data.root, train_set_frame, val_frame)  # rides in checkpoints and the ONNX file
+    logger = Logger(run_dir)
+    best_metrics: dict = history[-1].get("best_metrics", {}) if history else {}
+    t_start = time.time()
+    for epoch in range(start, cfg.train.epochs):
+        t0 = time.time()
+        epoch_seed = cfg.train.seed * 1000 + epoch  # same data order and augmentation after a resume
+        torch.manual_seed(epoch_seed)
+        train_ds.transform.set_random_seed(epoch_seed)
+        if mixer is not None and hasattr(mixer, "set_epoch"):
+            mixer.set_epoch(epoch_seed)
+        sampler = make_sampler(cfg.data.sampler, train_set_frame, seed=epoch_seed)
+        loader = make_loader(train_ds, cfg, train=True, epoch_seed=epoch_seed, sampler=sampler)
+        train_loss = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=scaler,
+                                     accumulate=cfg.train.accumulate, mixer=mixer, max_batches=cfg.train.max_batches,
+                                     progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                                     channels_last=cfg.train.channels_last)
+        train_time = time.time() - t0
+        metrics = {}
+        if len(val_ds):
+            probs, labels = predict_probs(model, make_loader(val_ds, cfg, train=False), device, progress=progress)
+            metrics = compute_metrics(labels, probs.argmax(1))
+        f1 = metrics.get("f1", -train_loss)  # without validation, "best" is the last epoch
+        improved = f1 > best_f1
+        best_f1, bad_epochs = (f1, 0) if improved else (best_f1, bad_epochs + 1)
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_f1": round(metrics.get("f1", float("nan")), 5),
+               "val_accuracy": round(metrics.get("accuracy", float("nan")), 5),
+               "val_age_f1": round(metrics.get("age_f1", float("nan")), 5), "lr": optimizer.param_groups[0]["lr"],
+               "train_images_per_s": round(min(len(train_ds), steps * cfg.data.batch_size) / train_time, 2),
+               "epoch_s": round(time.time() - t0, 2)}
+        if improved:
+            best_metrics = {k: v for k, v in metrics.items()}
+        history.append({**row, "best_metrics": best_metrics})
+        # last.pt: everything a resume needs; best.pt: only what inference needs (a third of the size)
+        inference = {"model": model.state_dict(), "config": cfg.to_dict(), "norm": norm, "training_data": training,
+                     "epoch": epoch, "best_f1": best_f1}
+        save_checkpoint({**inference, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict(), "bad_epochs": bad_epochs, "history": history},
+                        run_dir / "weights" / "last.pt")
+        if improved:
+            save_checkpoint({**inference, "metrics": best_metrics}, run_dir / "weights" / "best.pt")
+        logger.log(row)  # after last.pt: a kill in between cannot duplicate the row on resume
+        log.info("epoch %d/%d  loss %.4f  val F1 %.4f  (%.0fs)%s", epoch + 1, cfg.train.epochs, train_loss,
+                 metrics.get("f1", float("nan")), time.time() - t0, "  *best*" if improved else "")
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if cfg.train.patience and bad_epochs >= cfg.train.patience:
+            log.info("early stop: no better val F1 for %d epochs", bad_epochs)
+            break
+    logger.close()
+    problems = report.warnings + both.errors + train_ds.errors + val_ds.errors  # the latter: no cache
+    if both.errors:
+        log.warning("%d unreadable images were skipped (listed before the first epoch)", len(both.errors))
+    result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": best_f1,
+              "wall_s": round(time.time() - t_start, 1), "problems": problems}
+    if best_metrics:
+        write_metrics(best_metrics, run_dir, "val_metrics", title="validation (best epoch)")
+        result["metrics"] = best_metrics
+        log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
+    result["model_card"] = str(write_model_card(run_dir, training))
+    return result

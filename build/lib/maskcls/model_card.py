@@ -1,0 +1,115 @@
+"""MODEL_CARD.md in each run folder: what the model learnt from, how it scored, what it is for and not for.
+
+``fit`` writes it when training ends and ``maskcls evaluate`` refreshes it, so
+every scored set (``<stem>_metrics.json`` in the run folder) is listed. A model
+trained on the drawn demo data says so in bold: it has never seen a real face.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from . import labels as L
+
+DEMO_MARKER = "DRAWN_DEMO_DATA.txt"  # written by data.demo.make_demo_data at the data root
+CARD = "MODEL_CARD.md"
+TRAINING = "training_data.json"
+DEMO_WARNING = ("trained on drawn demo data (cartoon faces), not on photos of people: "
+                "its answers on real photos are meaningless")
+
+
+def is_drawn_demo(root: str | Path) -> bool:
+    """Whether a data root holds the drawn demo faces (``maskcls demo`` / ``make_demo_data`` mark it)."""
+    return (Path(root) / DEMO_MARKER).is_file()
+
+
+def training_summary(root: str | Path, train_frame=None, val_frame=None) -> dict:
+    """What a run trained on: data root, persons and photos per split, drawn demo data or not."""
+    out = {"root": str(Path(root).resolve()), "drawn_demo": is_drawn_demo(root)}
+    for name, frame in (("train", train_frame), ("val", val_frame)):
+        if frame is not None:
+            out[f"{name}_persons"] = int(frame["person"].nunique()) if "person" in frame else None
+            out[f"{name}_images"] = int(len(frame))
+    return out
+
+
+def _metrics_rows(folder: Path) -> list[str]:
+    rows = []
+    for path in sorted(folder.glob("*_metrics.json")):
+        try:
+            m = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(m, dict) or "f1" not in m:
+            continue
+        stem = path.name.removesuffix("_metrics.json")
+        what = {"val": "validation persons (held out from training)", "eval": "labelled eval set (--answers)"}
+        rows.append(f"| {stem} ({what.get(stem, path.name)}) | {m.get('images', '?')} | {m['f1']:.4f} | "
+                    f"{m.get('accuracy', float('nan')):.4f} | {m.get('mask_f1', float('nan')):.4f} | "
+                    f"{m.get('gender_f1', float('nan')):.4f} | {m.get('age_f1', float('nan')):.4f} |")
+    return rows
+
+
+def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
+    """Write (or refresh) ``<run>/MODEL_CARD.md``; ``training`` (from ``training_summary``) is kept beside it."""
+    folder = Path(run_dir)
+    if training is not None:
+        (folder / TRAINING).write_text(json.dumps(training, indent=1))
+    elif (folder / TRAINING).is_file():
+        training = json.loads((folder / TRAINING).read_text())
+    training = training or {}
+    cfg = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else {}
+    data, model, train = cfg.get("data", {}), cfg.get("model", {}), cfg.get("train", {})
+    ev = cfg.get("eval", {})
+    lo, hi = data.get("age_thresholds") or L.DEFAULT_AGE_THRESHOLDS
+    demo = bool(training.get("drawn_demo"))
+    lines = [f"# Model card: {folder.name}", "",
+             f"Written {time.strftime('%Y-%m-%d %H:%M')} by maskcls (refreshed by `maskcls evaluate`).", ""]
+    if demo:
+        lines += [f"> **Warning: {DEMO_WARNING}.** It only shows that the installation works.", ""]
+    lines += ["## Model", "",
+              f"- backbone: `{model.get('name')}` ({model.get('head')} head), input {data.get('image_size')} (H, W)",
+              f"- trained {train.get('epochs')} epochs; weights: `weights/best.pt` (inference), `weights/last.pt` "
+              "(resume); `weights/model.onnx` after `maskcls export`",
+              f"- predicts 18 classes: mask (wear / incorrect / not wear) x gender (male / female) x age band "
+              f"(<{lo}, {lo}-{hi - 1}, >={hi})", "",
+              "## Training data", ""]
+    if training:
+        lines += [f"- data root: `{training.get('root')}`"
+                  + (" — **drawn demo data (synthetic cartoon faces)**" if demo else ""),
+                  f"- training: {training.get('train_persons', '?')} persons, {training.get('train_images', '?')} "
+                  "photos",
+                  f"- validation: {training.get('val_persons', '?')} persons, {training.get('val_images', '?')} photos "
+                  "(split by person: no face is in both)"]
+    else:
+        lines += [f"- data root: `{data.get('root')}` (no training summary saved with this run)"]
+    lines += ["", "## Metrics", ""]
+    rows = _metrics_rows(folder)
+    if rows:
+        lines += ["| scored set | images | macro F1 (18) | accuracy | mask F1 | gender F1 | age F1 |",
+                  "|---|---|---|---|---|---|---|", *rows, "",
+                  "Macro F1 averages the 18 classes equally; rare classes (older people, incorrectly worn "
+                  "masks) weigh as much as common ones."]
+    else:
+        lines += ["Not scored yet: run `maskcls evaluate` on this run."]
+    lines += ["", "## Intended use", "",
+              "Counting or prompting correct mask wearing, for example at the entrance of a public place, "
+              "on a CPU; research on the mask-classification task. Answers are per photo and meant to be "
+              "checked by a person when they matter.",
+              "", "## Limits", "",
+              "- **Gender and age band are inferred from appearance.** They can be wrong, the labels are binary "
+              "and do not describe how people identify, and they **must not be used to decide anything about a "
+              "person** (access, service, identity, treatment).",
+              "- The model was trained on the people and photo conditions of its training data; other faces, "
+              "cameras, light or poses may score far worse than the metrics above.",
+              f"- Answers with confidence under {ev.get('min_confidence', 0.5):.0%} are flagged "
+              "`low_confidence` by `maskcls predict` and the service: treat them as unknown.",
+              "- One face per photo is assumed unless face cropping (`preprocess.face_crop`) is on."]
+    if demo:
+        lines.append("- This model saw only drawn faces: do not use it on photos of people at all.")
+    path = folder / CARD
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

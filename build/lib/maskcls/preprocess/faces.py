@@ -1,0 +1,256 @@
+"""Face detection with models that ship inside pip packages (no downloads).
+
+OpenCV's Haar cascades come with opencv-python-headless (``cv2.data``) and
+dlib's HOG detector is compiled into ``dlib-bin``. A mask hides the nose and
+mouth that frontal cascades rely on, so detectors are built as chains: the
+first stage that finds anything wins and later stages (eyes, profiles) only
+run on the photos the earlier ones missed. ``benchmarks/faces_detection.py``
+measured the candidates per mask state; ``DETECTORS`` holds the chosen ones.
+
+Every detector takes an RGB uint8 photo and returns all face boxes
+``(x0, y0, x1, y1)`` in its pixel coordinates, largest first.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from ..config import ConfigError
+
+Box = tuple[int, int, int, int]
+
+WORK_SIDE = 320  # detect on a copy whose longer side is at most this many pixels
+PAD = 0.15  # border added around it (edge pixels repeated), as a share of its shorter side
+MIN_FACE = 1 / 8  # smallest face searched, as a share of the photo's shorter side
+CENTRE_FRACTION = 0.75  # the fallback crop keeps this share of each side
+
+
+class _Lazy:
+    """Holds a model that is built on first use and dropped when pickled.
+
+    cv2 and dlib detectors cannot be pickled, but the decode cache sends the
+    decoder (and so this) to worker processes; each worker rebuilds its own.
+    """
+
+    _model = None
+
+    def _build(self):
+        raise NotImplementedError
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._build()
+        return self._model
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_model"}
+
+
+class Cascade(_Lazy):
+    """One Haar cascade from ``cv2.data.haarcascades`` (optionally on the mirrored photo)."""
+
+    def __init__(self, name: str, min_neighbors: int = 5, mirror: bool = False):
+        self.name, self.min_neighbors, self.mirror = name, min_neighbors, mirror
+
+    def _build(self):
+        path = f"{cv2.data.haarcascades}haarcascade_{self.name}.xml"
+        model = cv2.CascadeClassifier(path)
+        if model.empty():
+            raise ConfigError(f"{path}: Haar cascade not found in the installed opencv package")
+        return model
+
+    def __call__(self, gray: np.ndarray) -> list[Box]:
+        img = gray[:, ::-1].copy() if self.mirror else gray
+        side = max(20, int(min(gray.shape) / (1 + 2 * PAD) * MIN_FACE))
+        found = self.model.detectMultiScale(img, scaleFactor=1.1, minNeighbors=self.min_neighbors,
+                                            minSize=(side, side))
+        w = gray.shape[1]
+        boxes = [(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh in found]
+        return [(w - x1, y0, w - x0, y1) for x0, y0, x1, y1 in boxes] if self.mirror else boxes
+
+
+class EyePairs(_Lazy):
+    """Faces inferred from pairs of eyes: the part of a face a mask leaves visible.
+
+    The box is placed where a frontal cascade would put it: eyes about 0.4 of
+    the box width apart, at about 0.38 of its height.
+    """
+
+    def __init__(self, min_neighbors: int = 6):
+        self.min_neighbors = min_neighbors
+
+    def _build(self):
+        return Cascade("eye", self.min_neighbors)
+
+    def __call__(self, gray: np.ndarray) -> list[Box]:
+        side = int(min(gray.shape) / (1 + 2 * PAD))
+        eyes = self.model.model.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=self.min_neighbors,
+                                                 minSize=(max(8, side // 40),) * 2, maxSize=(side // 4,) * 2)
+        eyes = [(x + w / 2, y + h / 2, (w + h) / 2) for x, y, w, h in eyes]
+        faces = []
+        for i, (xa, ya, sa) in enumerate(eyes):
+            for xb, yb, sb in eyes[i + 1:]:
+                d = abs(xb - xa)
+                size_ok = 0.6 < sa / sb < 1.6
+                if size_ok and 1.2 * max(sa, sb) < d < 4 * max(sa, sb) and abs(yb - ya) < 0.35 * d:
+                    cx, cy, fw = (xa + xb) / 2, (ya + yb) / 2, d / 0.4
+                    faces.append((int(cx - fw / 2), int(cy - 0.38 * fw), int(cx + fw / 2), int(cy + 0.62 * fw)))
+        return nms(faces)
+
+
+class DlibHOG(_Lazy):
+    """dlib's frontal HOG + linear SVM detector (compiled into the dlib wheel)."""
+
+    def __init__(self, upsample: int = 0):
+        self.upsample = upsample
+
+    def _build(self):
+        import dlib
+
+        return dlib.get_frontal_face_detector()
+
+    def __call__(self, gray: np.ndarray) -> list[Box]:
+        rects = self.model(gray, self.upsample)
+        return [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+
+
+Stage = Sequence[Callable[[np.ndarray], list]]
+
+
+class FaceDetector:
+    """Runs stages in order on a reduced grey copy; the first stage with faces wins.
+
+    Boxes of one stage (e.g. a profile cascade on the photo and its mirror) are
+    merged by non-maximum suppression, clipped to the photo, scaled back to its
+    pixels and sorted largest first.
+    """
+
+    def __init__(self, *stages: Stage):
+        self.stages = [list(s) for s in stages]
+
+    def __call__(self, rgb: np.ndarray) -> list[Box]:
+        gray, scale, pad = work_gray(rgb)
+        for stage in self.stages:
+            boxes = nms([b for part in stage for b in part(gray)])
+            if boxes:
+                return to_photo(boxes, scale, pad, rgb.shape)
+        return []
+
+
+def work_gray(rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
+    """Grey, equalised copy with the longer side <= WORK_SIDE, padded; its scale and padding.
+
+    The padding lets a face that fills the portrait (forehead or chin cut by
+    the frame) still fit a detection window: it raised masked-face hits.
+    """
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    scale = min(1.0, WORK_SIDE / max(gray.shape))
+    if scale < 1.0:
+        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+                          interpolation=cv2.INTER_AREA)
+    pad = int(PAD * min(gray.shape))
+    gray = cv2.copyMakeBorder(cv2.equalizeHist(gray), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return gray, scale, pad
+
+
+def to_photo(boxes: list, scale: float, pad: int, shape: Sequence[int]) -> list[Box]:
+    """Boxes of the work copy in the photo's pixels, clipped, largest first."""
+    h, w = int(shape[0]), int(shape[1])
+    out = [_clip(tuple(int(round((v - pad) / scale)) for v in b), w, h) for b in boxes]
+    return sorted((b for b in out if b[2] > b[0] and b[3] > b[1]), key=area, reverse=True)
+
+
+def area(b: Box) -> int:
+    return (b[2] - b[0]) * (b[3] - b[1])
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / max(1, area(a) + area(b) - inter)
+
+
+def nms(boxes: list, threshold: float = 0.3) -> list[Box]:
+    """Largest first; drop boxes overlapping a kept one, or lying mostly inside it."""
+    kept: list[Box] = []
+    for b in sorted(boxes, key=area, reverse=True):
+        if all(iou(b, k) < threshold and _inside(b, k) < 0.7 for k in kept):
+            kept.append(tuple(int(v) for v in b))
+    return kept
+
+
+def _inside(small: Box, big: Box) -> float:
+    ix = max(0, min(small[2], big[2]) - max(small[0], big[0]))
+    iy = max(0, min(small[3], big[3]) - max(small[1], big[1]))
+    return ix * iy / max(1, area(small))
+
+
+def _clip(b: Box, w: int, h: int) -> Box:
+    return max(0, b[0]), max(0, b[1]), min(w, b[2]), min(h, b[3])
+
+
+# Candidates measured by benchmarks/faces_detection.py; names are stable for the table.
+CANDIDATES: dict[str, Callable[[], FaceDetector]] = {
+    "haar_default": lambda: FaceDetector([Cascade("frontalface_default", 5)]),
+    "haar_alt2_n5": lambda: FaceDetector([Cascade("frontalface_alt2", 5)]),
+    "haar_alt2": lambda: FaceDetector([Cascade("frontalface_alt2", 3)]),
+    "haar_alt2+eyes": lambda: FaceDetector([Cascade("frontalface_alt2", 3)], [EyePairs()]),
+    "haar_alt2+default+eyes": lambda: FaceDetector(
+        [Cascade("frontalface_alt2", 3)], [Cascade("frontalface_default", 5)], [EyePairs()]),
+    "haar_alt2+eyes+profile": lambda: FaceDetector(
+        [Cascade("frontalface_alt2", 3)], [EyePairs()], [Cascade("profileface"), Cascade("profileface", mirror=True)]),
+    "dlib_hog": lambda: FaceDetector([DlibHOG(0)]),
+    "dlib_hog+haar_alt2+eyes": lambda: FaceDetector([DlibHOG(0)], [Cascade("frontalface_alt2", 3)], [EyePairs()]),
+}
+
+# What preprocess.detector selects, from benchmarks/faces_detection.py on 700 maskfaces photos
+# (found % wear / incorrect / not wear): haar_alt2+default+eyes 90.8 / 95.0 / 100 (best of the
+# cascades; frontalface_default alone 73.4 / 84.0 / 98.0; a profile stage added nothing);
+# dlib_hog alone 54.2 / 74.0 / 99.0, but first in a chain it is as good and ~40% cheaper.
+DETECTORS = {"haar": "haar_alt2+default+eyes", "dlib": "dlib_hog+haar_alt2+eyes"}
+
+
+def build_detector(name: str) -> FaceDetector:
+    """The detector behind ``preprocess.detector``; a clear error if its package is missing."""
+    if name not in DETECTORS:
+        raise ConfigError(f"preprocess.detector: '{name}' is not supported; choose one of {', '.join(DETECTORS)}")
+    if name == "dlib" and importlib.util.find_spec("dlib") is None:
+        raise ConfigError("preprocess.detector=dlib needs dlib: pip install 'maskcls[dlib]' (the dlib-bin wheel), "
+                          "or use preprocess.detector=haar")
+    return CANDIDATES[DETECTORS[name]]()
+
+
+def crop_box(face: Box, shape: Sequence[int], margin: float) -> Box:
+    """The face box grown by ``margin`` of its size on every side, then to the photo's aspect.
+
+    Keeping the photo's aspect means the later resize to ``data.decode_size``
+    (set for the uncropped photos) does not stretch the face. The box is
+    shifted, not cut, where it would leave the photo.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    x0, y0, x1, y1 = face
+    bw, bh = max(1, x1 - x0) * (1 + 2 * margin), max(1, y1 - y0) * (1 + 2 * margin)
+    aspect = h / w
+    if bh / bw < aspect:
+        bh = bw * aspect
+    else:
+        bw = bh / aspect
+    fit = min(1.0, w / bw, h / bh)  # larger than the photo: less margin, same aspect
+    bw, bh = bw * fit, bh * fit
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = int(round(min(max(cx - bw / 2, 0), w - bw)))
+    top = int(round(min(max(cy - bh / 2, 0), h - bh)))
+    return left, top, min(w, left + max(1, int(round(bw)))), min(h, top + max(1, int(round(bh))))
+
+
+def centre_box(shape: Sequence[int], fraction: float = CENTRE_FRACTION) -> Box:
+    """The fallback crop when no face is found: the middle of a portrait."""
+    h, w = int(shape[0]), int(shape[1])
+    bw, bh = max(1, round(w * fraction)), max(1, round(h * fraction))
+    left, top = (w - bw) // 2, (h - bh) // 2
+    return left, top, left + bw, top + bh

@@ -1,0 +1,134 @@
+"""Guards that keep one client from taking the service down: body bytes, decoded pixels, concurrency.
+
+* ``BodyLimit`` (ASGI middleware) counts body bytes as they arrive, with or
+  without Content-Length (chunked uploads), and answers 413 as soon as a
+  request passes its path's limit; nothing beyond the limit is read or spooled.
+* ``check_request_pixels``: the width x height that a request's image headers
+  declare, summed over its files, against a budget, before anything is decoded
+  (a 6 KB PNG can declare 36 MP, which decodes to 108 MB).
+* ``Gate``: decoding and inference run on a fixed pool of ``max_inflight``
+  threads; up to ``max_queue`` more requests wait, at most ``queue_timeout``
+  seconds; beyond that, 503 with ``Retry-After``. A fixed pool also bounds
+  memory: every thread that runs torch gets its own malloc arena (see
+  RELIABILITY.md, item 8), and the web server's own pool has 40 threads.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Sequence, TypeVar
+
+from fastapi import HTTPException
+
+T = TypeVar("T")
+MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file bytes
+
+
+def mb(n: int) -> str:
+    return f"{n / 1024 / 1024:.0f} MB"
+
+
+class _TooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"request is larger than the limit of {mb(limit)}")
+
+
+class BodyLimit:
+    """413 for a request whose body passes ``limit_for(path)`` bytes, counted while it streams in."""
+
+    def __init__(self, app, limit_for: Callable[[str], int]):
+        self.app, self.limit_for = app, limit_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limit_for(scope["path"])
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:  # refuse before reading a byte
+            return await _send_413(send, limit)
+        seen, over, started = 0, False, False
+
+        async def counted_receive():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    over = True
+                    raise _TooLarge(limit)
+            return message
+
+        async def guarded_send(message):
+            nonlocal started
+            if over and not started:  # whatever the app made of the aborted body (400, 500), it is a 413
+                started = True
+                return await _send_413(send, limit)
+            if over:
+                return None
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+            if not started:
+                await _send_413(send, limit)
+
+
+async def _send_413(send, limit: int) -> None:
+    body = json.dumps({"detail": f"request is larger than the limit of {mb(limit)}"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_request_pixels(sizes: Sequence[tuple[int, int]], budget: int) -> None:
+    """413 when the images of one request declare more than ``budget`` pixels in all."""
+    total = sum(w * h for w, h in sizes)
+    if total > budget:
+        raise HTTPException(413, f"the {len(sizes)} image(s) of this request declare {total:,} pixels, more than "
+                                 f"the limit of {budget:,} per request; send fewer or smaller images")
+
+
+class Gate:
+    """At most ``workers`` jobs run at once on a fixed thread pool; ``queue`` more wait; the rest get 503."""
+
+    def __init__(self, workers: int, queue: int, timeout: float, retry_after: int = 1):
+        self.workers, self.capacity, self.timeout = max(1, workers), max(1, workers) + max(0, queue), timeout
+        self.retry_after = retry_after
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="maskcls-infer")
+        self._lock = threading.Lock()
+        self.pending = 0  # queued + running
+
+    def _busy(self, why: str) -> HTTPException:
+        return HTTPException(503, f"busy: {why}; retry in {self.retry_after} s",
+                             headers={"Retry-After": str(self.retry_after)})
+
+    def _done(self, _: Future) -> None:
+        with self._lock:
+            self.pending -= 1
+
+    def run(self, fn: Callable[..., T], *args) -> T:
+        """``fn(*args)`` on the pool, from a request thread; 503 when full or when the wait runs out."""
+        with self._lock:
+            if self.pending >= self.capacity:
+                raise self._busy(f"{self.pending} requests are running or waiting (limit {self.capacity})")
+            self.pending += 1
+        started = threading.Event()
+
+        def job():
+            started.set()
+            return fn(*args)
+
+        future = self.pool.submit(job)
+        future.add_done_callback(self._done)
+        if not started.wait(self.timeout) and future.cancel():
+            raise self._busy(f"waited {self.timeout:g} s for a free worker")
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

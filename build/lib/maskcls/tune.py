@@ -1,0 +1,142 @@
+"""``maskcls tune``: Optuna search over any config keys, with pruning and shared storage.
+
+The search space is ``tune.space``: dotted config key -> ``{low, high, log}``
+(float), ``{low, high, int: true}`` (int) or ``{choices: [...]}``. A trial is a
+plain ``engine.fit`` of the config with the sampled values; it reports its
+validation macro F1 after every epoch and a MedianPruner stops weak trials
+early. The study lives in a database (``tune.storage``, default a sqlite file
+in ``<project>/<study>/``) and is opened with ``load_if_exists``, so several
+workers, even on several machines sharing a database URL, fill one study.
+The best trial is exported as ``best.yaml``, a config ``maskcls train -c`` takes.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import Config, ConfigError, _set, from_dict, validate
+from .engine import fit
+
+log = logging.getLogger("maskcls")
+
+
+def check_space(space: dict, cfg: Config) -> None:
+    """Fail before any training on a bad key or range, naming the key."""
+    if not space:
+        raise ConfigError("tune.space is empty: give dotted keys, e.g. train.lr: {low: 1e-4, high: 1e-2, log: true}")
+    for key, spec in space.items():
+        if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
+            raise ConfigError(f"tune.space.{key}: expected {{low, high[, log][, int]}} or {{choices: [...]}}, "
+                              f"got {spec!r}")
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise ConfigError(f"tune.space.{key}.choices: expected a non-empty list")
+            samples = spec["choices"]
+        else:
+            try:
+                low, high = float(spec["low"]), float(spec["high"])
+            except (TypeError, ValueError):
+                raise ConfigError(f"tune.space.{key}: low and high must be numbers, got {spec['low']!r}, "
+                                  f"{spec['high']!r}") from None
+            if not low < high or (spec.get("log") and low <= 0):
+                raise ConfigError(f"tune.space.{key}: need low < high (and low > 0 with log), got {low}..{high}")
+            samples = [int(low), int(high)] if spec.get("int") else [low, high]
+        probe = cfg.copy()
+        for v in samples:
+            _set(probe, key, v)  # unknown keys and bad choices fail here, with a hint
+
+
+def suggest(trial, key: str, spec: dict) -> Any:
+    if "choices" in spec:
+        return trial.suggest_categorical(key, spec["choices"])
+    if spec.get("int"):
+        return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)))
+    return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+
+
+def trial_config(cfg: Config, values: dict) -> Config:
+    out = from_dict(values, cfg.copy())
+    validate(out)
+    return out
+
+
+def _diff(values: dict, defaults: dict) -> dict:
+    """The nested parts of ``values`` that differ from ``defaults``."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict) and isinstance(defaults.get(k), dict):
+            sub = _diff(v, defaults[k])
+            if sub:
+                out[k] = sub
+        elif defaults.get(k, object()) != v:
+            out[k] = v
+    return out
+
+
+def export_best(cfg: Config, params: dict, path: Path, header: str = "") -> Path:
+    """A YAML of the differences from the defaults plus every tuned value (tune section and -q left out)."""
+    best = trial_config(cfg, params).to_dict()
+    best.pop("tune")
+    best["train"]["progress"] = True  # how the search ran (e.g. -q) is no part of the result
+    values = _diff(best, Config().to_dict())
+    for key, v in params.items():  # tuned values are written even where they equal a default
+        node = values
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
+    path.write_text((f"# {header}\n" if header else "") + text)
+    return path
+
+
+def run_tune(cfg: Config) -> dict:
+    """Run (or join) the study ``tune.study``; returns the best value, params and exported YAML."""
+    import optuna
+
+    t = cfg.tune
+    check_space(t.space, cfg)
+    folder = Path(cfg.project) / t.study
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = t.storage or f"sqlite:///{folder.resolve() / 'study.db'}"
+    study = optuna.create_study(study_name=t.study, storage=storage, load_if_exists=True, direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    log.info("study %s in %s (%d trials so far)", t.study, storage, len(study.trials))
+
+    def objective(trial: "optuna.Trial") -> float:
+        values = {key: suggest(trial, key, spec) for key, spec in t.space.items()}
+        trial_cfg = trial_config(cfg, values)
+        run_dir = folder / f"trial{trial.number}"
+        trial.set_user_attr("run_dir", str(run_dir))
+
+        def report(epoch: int, metrics: dict) -> None:
+            if "f1" not in metrics:
+                return
+            trial.report(metrics["f1"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch + 1}: val F1 {metrics['f1']:.4f} below the median")
+
+        result = fit(trial_cfg, run_dir=run_dir, on_epoch=report)
+        return float(result["best_f1"])
+
+    study.optimize(objective, n_trials=t.n_trials, timeout=t.timeout, gc_after_trial=True)
+    out = {"study": t.study, "storage": storage, "trials": len(study.trials)}
+    try:
+        best = study.best_trial
+    except ValueError:
+        log.warning("no trial of study %s has finished; nothing to export", t.study)
+        return out
+    try:
+        study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+    except Exception as e:  # a summary table must never fail a finished study
+        log.info("trials.csv not written (%s)", e)
+    path = export_best(cfg, best.params, folder / "best.yaml",
+                       header=f"study {t.study}, trial {best.number}: val macro F1 {best.value:.4f}")
+    out.update(best_value=best.value, best_params=best.params, best_trial=best.number, best_yaml=str(path),
+               best_run=best.user_attrs.get("run_dir"))
+    print(f"best trial {best.number}: val macro F1 {best.value:.4f}  {best.params}\n"
+          f"config: {path}  (maskcls train -c {path})")
+    return out
