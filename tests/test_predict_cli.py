@@ -144,6 +144,8 @@ def test_cli_demo_on_tiny_data(tmp_path, capsys):
     run = tmp_path / "runs" / "demo"
     assert (run / "weights" / "best.pt").is_file()
     assert (run / "eval_metrics.json").is_file()
+    card = (run / "MODEL_CARD.md").read_text()
+    assert "drawn demo data" in card and "| eval (labelled eval set" in card and "| val (" in card
     sub = pd.read_csv(run / "submission.csv")
     assert sub["ImageID"].tolist() == pd.read_csv(data / "eval" / "info.csv")["ImageID"].tolist()
 

@@ -20,6 +20,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if not (data / "train" / "train.csv").is_file():
         print(f"making demo data in {data} ...")
         make_demo_data(data)
+    from .model_card import DEMO_MARKER
+
+    if not (data / DEMO_MARKER).is_file():  # demo data drawn by an older version: mark it, the model must say so
+        (data / DEMO_MARKER).write_text("Drawn demo faces made by maskcls, not photos of people.\n")
     cfg = load_config(args.config or DEMO_CONFIG, [f"data.root={data}", *args.overrides])
     if args.quiet:
         cfg.train.progress = False
