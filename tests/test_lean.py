@@ -106,7 +106,8 @@ def test_onnx_predict_without_torch(lone_onnx, tiny_run, demo_root, tmp_path):
     # the same numbers as the torch engine on the training install (this process)
     from maskcls.predict import Predictor
 
-    expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photos / f) for f in good["file"]])
+    expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photos / f) for f in good["file"]],
+                                                                   photos=True)  # a folder: framed like portraits
     got = good[[f"p{k}" for k in range(18)]].to_numpy()
     np.testing.assert_allclose(got, expected, atol=2e-4)
     assert (good["class_id"].to_numpy() == expected.argmax(1)).all()
@@ -143,7 +144,7 @@ def test_onnx_serve_without_torch(lone_onnx, tiny_run, demo_root, tmp_path):
                           timeout=30).json()
         from maskcls.predict import Predictor
 
-        expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photo)])[0]
+        expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photo)], photos=True)[0]
         assert body["class_id"] == int(expected.argmax())
         assert body["confidence"] == pytest.approx(float(expected.max()), abs=2e-4)
         assert any("drawn demo data" in w for w in body["warnings"])
@@ -180,11 +181,11 @@ def test_slim_best_checkpoint(tiny_run, demo_root, tmp_path):
     assert best_file.stat().st_size < 0.6 * (Path(tiny_run) / "weights" / "last.pt").stat().st_size
 
     photo = str(sorted((demo_root / "eval" / "images").iterdir())[0])
-    expected = Predictor.load(best_file, device="cpu").predict_images([photo])[0]
+    expected = Predictor.load(best_file, device="cpu").predict_images([photo], photos=True)[0]
     onnx = export_onnx(best_file, tmp_path / "m.onnx")
     from maskcls.onnx_model import OnnxPredictor
 
-    np.testing.assert_allclose(OnnxPredictor.load(onnx).predict_images([photo])[0], expected, atol=2e-4)
+    np.testing.assert_allclose(OnnxPredictor.load(onnx).predict_images([photo], photos=True)[0], expected, atol=2e-4)
     client = TestClient(create_app([best_file], settings=ServeSettings(threads=1)))
     body = client.post("/predict", files={"file": ("a.jpg", open(photo, "rb").read(), "image/jpeg")}).json()
     assert body["class_id"] == int(expected.argmax())

@@ -93,6 +93,6 @@ def test_low_confidence_is_flagged(tiny_run, demo_root):
 
 def test_page_shows_the_loaded_model(client, tiny_run):
     html = client.get("/").text
-    assert 'id="model"' in html and 'fetch("health")' in html and 'id="banner"' in html
+    assert 'id="model"' in html and 'fetch("health"' in html and 'id="banner"' in html
     h = client.get("/health").json()
     assert h["model"] == "tf_efficientnet_lite0" and h["runs"] == [str(tiny_run)]
