@@ -171,7 +171,7 @@ def test_onnx_engine_service(tiny_run, photo, tmp_path):
     client = TestClient(create_app([run], engine="onnx", settings=SETTINGS))
     a = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
     assert client.get("/health").json()["engine"] == "onnx"
-    b = Predictor.load(run, device="cpu").predict_images([str(photo)])[0]
+    b = Predictor.load(run, device="cpu").predict_images([str(photo)], photos=True)[0]  # the service frames whole photos
     assert a["class_id"] == int(b.argmax()) and a["confidence"] == pytest.approx(b.max(), abs=1e-4)
 
 
