@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -12,6 +13,11 @@ from maskcls.config import Config, load_config
 from maskcls.data.demo import make_demo_data
 
 torch.set_num_threads(1)
+
+# The rendered real-face benchmark (`make maskfaces`); tests that need it are marked slow and skip without it.
+MASKFACES_ROOT = Path(os.environ.get("MASKCLS_MASKFACES", Path(__file__).resolve().parents[1] / "data" / "maskfaces"))
+needs_maskfaces = pytest.mark.skipif(not (MASKFACES_ROOT / "train" / "images").is_dir(),
+                                     reason=f"{MASKFACES_ROOT} not present (make maskfaces, or set MASKCLS_MASKFACES)")
 
 TINY = [
     "data.decode_size=[64,48]",

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
-                                reason="needs /usr/bin/chromium and /usr/bin/chromedriver "
-                                       "(apt-get install -y chromium chromium-driver)")
+pytestmark = [pytest.mark.slow,  # a real browser: `make test-slow`
+              pytest.mark.skipif(not (CHROMIUM.exists() and DRIVER.exists()),
+                                 reason="needs /usr/bin/chromium and /usr/bin/chromedriver "
+                                        "(apt-get install -y chromium chromium-driver)")]
 pytest.importorskip("selenium", reason="selenium is in the dev extra: pip install -e '.[dev]'")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

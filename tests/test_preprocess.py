@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MASKFACES_ROOT, needs_maskfaces
 from PIL import Image
 
 from maskcls import cli
@@ -16,7 +17,7 @@ from maskcls.data.images import load_rgb, resize
 from maskcls.preprocess import Preprocessor, background as B, faces as F
 from maskcls.preprocess.offline import prepare_root
 
-MASKFACES = Path(__file__).resolve().parents[1] / "data" / "maskfaces" / "train" / "images"
+MASKFACES = MASKFACES_ROOT / "train" / "images"
 HAS_DLIB = importlib.util.find_spec("dlib") is not None
 
 
@@ -91,7 +92,8 @@ def test_dlib_missing_is_a_config_error(monkeypatch):
         Preprocessor(PreprocessConfig(face_crop=True, detector="dlib"))
 
 
-@pytest.mark.skipif(not MASKFACES.is_dir(), reason="data/maskfaces not present")
+@pytest.mark.slow
+@needs_maskfaces
 @pytest.mark.parametrize("detector", ["haar", pytest.param("dlib", marks=pytest.mark.skipif(
     not HAS_DLIB, reason="dlib not installed"))])
 def test_real_faces_are_found_and_cropped(detector):
@@ -110,7 +112,8 @@ def test_real_faces_are_found_and_cropped(detector):
     assert prep.fallbacks <= 1
 
 
-@pytest.mark.skipif(not MASKFACES.is_dir(), reason="data/maskfaces not present")
+@pytest.mark.slow
+@needs_maskfaces
 def test_every_face_of_a_group_photo_is_returned_largest_first():
     import cv2
 

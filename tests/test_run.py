@@ -102,3 +102,12 @@ def test_allowed_overrides_apply(run):
     r = Run.open(run, ["eval.tta=[flip]", "eval.batch_size=4", "train.channels_last=false", "data.cache=false"])
     assert r.cfg.eval.tta == ["flip"] and r.cfg.eval.batch_size == 4 and not r.cfg.data.cache
     assert next(p for p in r.model.parameters() if p.ndim == 4).is_contiguous()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device,needle", [("cuda", "CUDA is not available"), ("gpu", "cuda or cuda:0")])
+def test_bad_device_at_predict_time_is_one_line(run, device, needle, capsys):
+    assert main(["predict", str(run), f"train.device={device}", "-q"]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err

@@ -44,6 +44,8 @@ def test_training_loss_goes_down(tiny_cfg):
     history = load_checkpoint(result["run_dir"], "last")["history"]
     assert [h["train_loss"] for h in history] == list(losses)
     assert Path(result["best"]).is_file()  # without validation the best checkpoint still exists
+    decision = load_checkpoint(result["run_dir"], "best")["decision"]  # nothing to fit the class bias on: zeros
+    assert decision["class_bias"] == [0.0] * 18 and "no validation" in decision["fitted_on"]
 
 
 def test_resume_equals_uninterrupted_and_run_files(tiny_cfg):

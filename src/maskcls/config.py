@@ -126,6 +126,7 @@ class EvalConfig:
     batch_size: int = 16  # small batches are faster on a 2-core CPU (cache); raise on a GPU
     tta: list[str] = field(default_factory=list)  # "flip", "shift"
     min_confidence: float = 0.5  # answers less sure than this are flagged low_confidence (CSV, service, page)
+    class_bias: bool = True  # fit per-class biases for macro F1 on the val persons after training; apply them
 
 
 @dataclass
@@ -376,6 +377,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"mix.ratio: expected [low, high] inside (0, 1), got {cfg.mix.ratio}")
     if not 0.0 <= cfg.eval.min_confidence <= 1.0:
         raise ConfigError(f"eval.min_confidence must be in [0, 1], got {cfg.eval.min_confidence}")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        hint = "; for a GPU write cuda or cuda:0" if dev.lower() in ("gpu", "nvidia") else ""
+        raise ConfigError(f"train.device={dev} is not a device; choose auto, cpu, cuda or cuda:N{hint}")
     for t in cfg.eval.tta:
         if t not in ("flip", "shift"):
             raise ConfigError(f"eval.tta: '{t}' is not supported; choose from flip, shift")

@@ -31,10 +31,12 @@ from .data.labels_train import training_frame
 from .data.loading import image_set, load_splits, load_train_frame, make_loader  # noqa: F401 (re-exported)
 from .data.reader import Report
 from .data.splits import SPLIT_FILE, save_split
+from .decision import decide, fit_class_bias, macro_f1, zero_decision
 from .inference import predict_probs
 from .losses import loss_from_config
 from .metrics import compute_metrics, summary_text, write_metrics
 from .models import MaskNet, data_config, model_from_config
+from .preflight import check_before_training
 from .run import run_folder
 from .runtime import resolve_device, seed_everything, setup_torch, unique_run_dir
 from .targets import encoder_from_config
@@ -159,6 +161,36 @@ class Logger:
             self.tb.close()
 
 
+def fit_decision(cfg: Config, best_val, model, val_ds, device, run_dir: Path) -> dict:
+    """Per-class biases for macro F1 fitted on the best model's validation probabilities.
+
+    Stored as ``decision`` in best.pt and last.pt; zeros (plain argmax) without
+    validation persons or with ``eval.class_bias=false``.
+    """
+    weights = run_dir / "weights"
+    if not cfg.eval.class_bias:
+        decision = {**zero_decision(), "fitted_on": "nothing (eval.class_bias=false)"}
+    elif not len(val_ds):
+        decision = {**zero_decision(), "fitted_on": "nothing (no validation persons)"}
+        log.info("class bias: no validation persons (data.val_fraction=0), nothing to fit; stored zeros (argmax)")
+    else:
+        if best_val is None:  # resumed after the best epoch: score the best weights once more
+            model.load_state_dict(load_checkpoint(weights / "best.pt")["model"])
+            best_val = predict_probs(model, make_loader(val_ds, cfg, train=False), device)
+        probs, labels = best_val
+        bias = fit_class_bias(probs, labels)
+        before, after = macro_f1(labels, probs.argmax(1)), macro_f1(labels, decide(probs, {"class_bias": bias}))
+        decision = {"class_bias": [float(b) for b in bias], "fitted_on": f"{len(labels)} validation images",
+                    "val_f1_argmax": round(before, 5), "val_f1_with_bias": round(after, 5)}
+        log.info("class bias fitted on %d validation images: val macro F1 %.4f -> %.4f (optimistic: same persons)",
+                 len(labels), before, after)
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(weights / name)
+        state.pop("path", None)
+        save_checkpoint({**state, "decision": decision}, weights / name)
+    return decision
+
+
 def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None, resume: str | Path | None = None,
         run_dir: str | Path | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train a model from a config; returns the best validation metrics and the run paths.
@@ -172,6 +204,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         state = load_checkpoint(resume, "last")
         cfg = from_dict(state["config"]) if cfg is None else cfg
         run_dir = run_folder(state["path"])
+    check_before_training(cfg, paths=splits is None)  # one line for a bad device, model name or path
+    decoder = Decoder(cfg.data, cfg.preprocess)  # checks the face detector / background remover, still before data
     setup_torch(cfg.train.threads)
     seed_everything(cfg.train.seed)
     d = distributed.setup(resolve_device(cfg.train.device))  # under torchrun: this rank's device and role
@@ -191,7 +225,6 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
     if overlap:
         raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
-    decoder = Decoder(cfg.data, cfg.preprocess)
     progress = cfg.train.progress and d.main
     with distributed.local_first(d):  # one decode-cache build per node
         both = image_set(pd.concat([train_df.assign(_split="train"), val_df.assign(_split="val")]), decoder, cfg,
@@ -244,6 +277,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     training = training_summary(cfg.data.root, train_set_frame, val_frame)  # rides in checkpoints and the ONNX file
     logger = Logger(run_dir) if d.main else None
     best_metrics: dict = history[-1].get("best_metrics", {}) if history else {}
+    best_val = None  # (probs, labels) of the best epoch's validation: the class bias is fitted on them
     t_start = time.time()
     for epoch in range(start, cfg.train.epochs):
         t0 = time.time()
@@ -274,6 +308,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
                "epoch_s": round(time.time() - t0, 2)}
         if improved:
             best_metrics = {k: v for k, v in metrics.items()}
+            best_val = (probs, labels) if metrics else None
         history.append({**row, "best_metrics": best_metrics})
         if d.main:
             trained = distributed.unwrap(model)
@@ -296,10 +331,13 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
             break
     if logger is not None:
         logger.close()
+    decision = fit_decision(cfg, best_val, distributed.unwrap(model), val_ds, device, run_dir) if d.main else None
+    decision = distributed.broadcast(d, decision)
     problems = report.warnings + both.errors + feeds.errors  # the latter: no cache
     if both.errors:
         log.warning("%d unreadable images were skipped (listed before the first epoch)", len(both.errors))
     result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": best_f1,
+              "decision": decision,
               "wall_s": round(time.time() - t_start, 1), "problems": problems}
     if best_metrics:
         if d.main:

@@ -12,6 +12,8 @@ import pandas as pd
 
 from .config import ConfigError
 from .data.reader import DataError, read_answers, read_eval, read_folder
+from .decision import class_bias
+from .metrics import NO_PREDICTION, compute_metrics, write_metrics
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 
@@ -72,7 +74,8 @@ def evaluate_mask_set(run: str | Path, root: str | Path, *, out: str | None = No
     ens = load_models([run], overrides, engine)
     frame = read_mask_set(root).assign(ImageID=lambda f: f["file"])
     probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
-    m = {"set": str(root), **mask_metrics(kept["mask"].to_numpy(), probs.argmax(1) // 6), "unreadable": len(frame) - len(kept)}
+    m = {"set": str(root), **mask_metrics(kept["mask"].to_numpy(), ens.classes(probs) // 6),
+         "unreadable": len(frame) - len(kept)}
     folder = Path(out) if out else run_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"mask_set_{Path(root).resolve().name}.json"
@@ -99,8 +102,13 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
         stem = "val"
     _report_unread(kept, ok, "each counts as a wrong answer")
     labels = kept["label"].to_numpy(int)
-    pred = np.where(ok, probs.argmax(1), NO_PREDICTION)
+    pred = np.where(ok, ens.classes(probs), NO_PREDICTION)
     m = compute_metrics(labels, pred)
+    if class_bias(ens.decision).any():  # the plain argmax score beside it
+        m["f1_without_bias"] = compute_metrics(labels, np.where(ok, probs.argmax(1), NO_PREDICTION))["f1"]
+        if not answers:
+            log.warning("the class bias was fitted on these same held-out persons: macro F1 %.4f is optimistic; "
+                        "without it %.4f (eval.class_bias=false)", m["f1"], m["f1_without_bias"])
     folder = Path(out) if out else run_folder(run)
     title = f"{stem} ({len(kept)} images)" if answers else \
         f"held-out persons ({len(kept)} images, {kept['person'].nunique()} persons, {len(ens.members)} model(s))"
@@ -133,10 +141,10 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file():
         frame = read_eval(src)
         probs, kept = ens.predict_frame(frame, progress=progress)
-        path = write_submission(kept, probs, out or run_dir / "submission.csv", info=frame)
+        path = write_submission(kept, probs, out or run_dir / "submission.csv", info=frame, decision=ens.decision)
         if with_probs:
             write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True,
-                                     source=frame, **table)
+                                     source=frame, decision=ens.decision, **table)
     else:
         frame = read_folder(src)  # any photos: framed like training portraits first (preprocess.frame_photos)
         probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
@@ -145,7 +153,7 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
             log.warning("%d of %d predictions are under eval.min_confidence=%g (low_confidence column)", low,
                         len(probs), ens.cfg.eval.min_confidence)
         path = write_folder_predictions(kept, probs, out or run_dir / "predictions.csv", with_probs=with_probs,
-                                        source=frame, **table)
+                                        source=frame, decision=ens.decision, **table)
     unread = frame[~frame["path"].isin(set(kept["path"]))]
     if len(unread) and not allow_missing:
         raise DataError(f"{len(unread)} of {len(frame)} images could not be read (e.g. {unread['path'].iloc[0]}); "

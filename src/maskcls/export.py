@@ -82,4 +82,4 @@ def export_onnx(run: str | Path, out: str | Path | None = None, *, which: str = 
     """Export a run's checkpoint (``maskcls export RUN``); default ``<run>/weights/model.onnx``."""
     r = Run.open(run, which=which, device="cpu")
     return export_model(r.model, r.cfg, r.norm, out or onnx_path(run), training_data=r.training_data,
-                        decision=r.decision)
+                        decision=r.saved_decision)

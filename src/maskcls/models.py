@@ -106,6 +106,24 @@ def logits_to_probs(logits: torch.Tensor, head: str) -> torch.Tensor:
     return joint_probs(pm, pg, pa)
 
 
+def unknown_model_error(name: str) -> ModelError:
+    import difflib
+
+    import timm
+
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.75)
+    close = close or timm.list_models(f"*{name.split('_')[0]}*")[:5]
+    return ModelError(f"model.name: unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else ""))
+
+
+def check_model_name(name: str) -> None:
+    """Fail in one line on a name timm does not know, without building anything."""
+    import timm
+
+    if not timm.is_model(name):
+        raise unknown_model_error(name)
+
+
 def _timm_create(name: str, **kw) -> nn.Module:
     import timm
 
@@ -113,8 +131,7 @@ def _timm_create(name: str, **kw) -> nn.Module:
         return timm.create_model(name, **kw)
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-            raise ModelError(f"unknown timm model '{name}'" + (f"; similar: {', '.join(close)}" if close else "")) from None
+            raise unknown_model_error(name) from None
         raise
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 
 from . import labels as L
 from .config import Config
-from .run import Run, expand_runs, open_runs
+from .decision import class_bias, decide
+from .run import Run, expand_runs, kfold_decision, open_runs
 
 # torch is imported inside the torch engine's methods: ONNX prediction (onnx_model) runs without it
 
@@ -38,6 +39,10 @@ class Predictor:
              overrides: Sequence[str] = ()) -> "Predictor":
         """``device`` None (or "auto" from older callers) uses the run's ``train.device``."""
         return cls(Run.open(run, overrides, which=which, device=None if device == "auto" else device))
+
+    @property
+    def decision(self) -> dict:
+        return self.run.decision
 
     def tensor(self, decoded: np.ndarray):
         return self.transform(image=decoded)["image"]
@@ -87,12 +92,30 @@ class Predictor:
 
 
 class Ensemble:
-    """Soft voting: the mean of the members' class probabilities."""
+    """Soft voting: the mean of the members' class probabilities, then one decision (``decision.decide``).
 
-    def __init__(self, members: list[Predictor]):
+    The decision is ``decision``, when given (a k-fold folder's, fitted on its
+    out-of-fold probabilities), else the mean of the members' class biases.
+    """
+
+    def __init__(self, members: list[Predictor], decision: dict | None = None):
         if not members:
             raise ValueError("an ensemble needs at least one run")
         self.members = members
+        self._decision = decision
+
+    @property
+    def decision(self) -> dict:
+        if not self.cfg.eval.class_bias:
+            return {}
+        if self._decision is not None:
+            return self._decision
+        biases = [class_bias(m.decision) for m in self.members]
+        return {"class_bias": np.mean(biases, axis=0).tolist()} if any(b.any() for b in biases) else {}
+
+    def classes(self, probs: np.ndarray) -> np.ndarray:
+        """Class ids of ensemble probabilities under the ensemble's decision."""
+        return decide(probs, self.decision)
 
     @classmethod
     def load(cls, runs: Sequence[str | Path], device: str | None = None, overrides: Sequence[str] = (),
@@ -101,8 +124,10 @@ class Ensemble:
         if engine == "onnx":
             from .onnx_model import OnnxPredictor
 
-            return cls([OnnxPredictor(r) for r in open_runs(runs, overrides, engine="onnx", threads=threads)])
-        return cls([Predictor(r) for r in open_runs(runs, overrides, device=device, threads=threads)])
+            members = [OnnxPredictor(r) for r in open_runs(runs, overrides, engine="onnx", threads=threads)]
+        else:
+            members = [Predictor(r) for r in open_runs(runs, overrides, device=device, threads=threads)]
+        return cls(members, kfold_decision(runs[0]) if len(runs) == 1 else None)
 
     @property
     def cfg(self) -> Config:
@@ -130,9 +155,11 @@ class Ensemble:
 MISSING = -1  # ``ans`` of an image that could not be read: never a class id, so it cannot pass as one
 
 
-def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, info: pd.DataFrame | None = None) -> Path:
-    """``ImageID,ans`` in the order of ``info`` (the competition's info.csv); unreadable images get ``ans=-1``."""
-    pred = dict(zip(frame["ImageID"], probs.argmax(1).tolist()))
+def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, info: pd.DataFrame | None = None,
+                     decision: dict | None = None) -> Path:
+    """``ImageID,ans`` in the order of ``info`` (the competition's info.csv); classes by ``decide``;
+    unreadable images get ``ans=-1``."""
+    pred = dict(zip(frame["ImageID"], decide(probs, decision).tolist()))
     order = info["ImageID"] if info is not None else frame["ImageID"]
     missing = [i for i in order if i not in pred]
     if missing:
@@ -176,17 +203,16 @@ def unreadable_reason(path: str) -> str:
 
 def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, with_probs: bool = False, *,
                              source: pd.DataFrame | None = None, min_confidence: float = 0.0,
-                             warnings: Sequence[str] = (),
+                             warnings: Sequence[str] = (), decision: dict | None = None,
                              thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> Path:
-    """One row per file: labels, confidence, ``low_confidence``, per-axis probabilities (and the 18 with
+    """One row per file: labels (class by ``decide``), confidence, ``low_confidence``, per-axis probabilities (and the 18 with
     ``with_probs``); files of ``source`` without a prediction get a row with ``error`` saying why."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = axis_columns(thresholds)
     warning = "; ".join(warnings)
     by_id = {}
-    for image_id, p, a in zip(frame["ImageID"], probs, axis_probs(probs)):
-        c = int(p.argmax())
+    for image_id, p, a, c in zip(frame["ImageID"], probs, axis_probs(probs), decide(probs, decision).tolist()):
         d = L.describe(c)
         row = {"file": image_id, "class_id": c, "mask": d["mask"], "gender": d["gender"],
                "age": L.age_name(L.decode(c)[2], thresholds), "confidence": round(float(p[c]), 4),

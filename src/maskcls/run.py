@@ -103,6 +103,20 @@ def expand_runs(runs: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+KFOLD_DECISION = "decision.json"
+
+
+def kfold_decision(path: str | Path) -> dict | None:
+    """A k-fold folder's decision (fitted on its out-of-fold probabilities), else None."""
+    f = Path(path) / KFOLD_DECISION
+    if not (is_kfold_folder(path) and f.is_file()):
+        return None
+    try:
+        return json.loads(f.read_text())
+    except ValueError:
+        raise CheckpointError(f"{f}: not valid JSON; delete it or rerun maskcls kfold") from None
+
+
 def is_kfold_folder(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and not (p / "weights").is_dir() and any(p.glob("fold*/weights/best.pt"))
@@ -128,7 +142,7 @@ class Run:
         self.cfg, self.norm, self.engine = cfg, {k: list(v) for k, v in norm.items()}, engine
         self.path = Path(path) if path is not None else None
         self.folder = run_folder(self.path) if self.path is not None else None
-        self.decision = dict(decision or {})
+        self.saved_decision = dict(decision or {})  # as stored with the run (checkpoint or ONNX metadata)
         self.training_data = dict(training_data or {}) or self._saved_training_data()
         self.decoder = Decoder(cfg.data, cfg.preprocess)
         if engine == "torch":
@@ -209,6 +223,11 @@ class Run:
         cfg = apply_overrides(from_dict(info["config"]), overrides, file)
         return cls(OrtModel(session), cfg, info["norm"], device="cpu", path=file, decision=info.get("decision"),
                    engine="onnx", training_data=info.get("training_data"))
+
+    @property
+    def decision(self) -> dict:
+        """The decision settings to apply: the saved ones, none with ``eval.class_bias=false``."""
+        return self.saved_decision if self.cfg.eval.class_bias else {}
 
     # ------------------------------------------------------------------ the split
     @property

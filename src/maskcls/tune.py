@@ -24,6 +24,8 @@ import yaml
 
 from .config import Config, ConfigError, _set, from_dict, validate
 from .engine import fit
+from .models import check_model_name
+from .preflight import check_before_training
 
 log = logging.getLogger("maskcls")
 
@@ -52,6 +54,8 @@ def check_space(space: dict, cfg: Config) -> None:
         probe = cfg.copy()
         for v in samples:
             _set(probe, key, v)  # unknown keys and bad choices fail here, with a hint
+            if key == "model.name":
+                check_model_name(str(v))
 
 
 def suggest(trial, key: str, spec: dict) -> Any:
@@ -140,6 +144,7 @@ def run_tune(cfg: Config) -> dict:
 
     t = cfg.tune
     check_space(t.space, cfg)
+    check_before_training(cfg)  # device, model name, paths: before the study and its folder exist
     folder = Path(cfg.project) / t.study
     folder.mkdir(parents=True, exist_ok=True)
     storage = t.storage or f"sqlite:///{folder.resolve() / 'study.db'}"

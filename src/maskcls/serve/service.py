@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import labels as L
 from ..data.decode import Decoder
+from ..decision import decide
 from ..predict import Ensemble
 
 
@@ -66,9 +67,10 @@ def axis_probabilities(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_
 
 
 def describe_probs(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS,
-                   min_confidence: float = 0.0) -> dict:
-    """The served result of one (18,) probability vector; ``low_confidence`` when under ``min_confidence``."""
-    c = int(np.argmax(p))
+                   min_confidence: float = 0.0, decision: dict | None = None) -> dict:
+    """The served result of one (18,) probability vector: the class by ``decision.decide``,
+    ``low_confidence`` when its probability is under ``min_confidence``."""
+    c = int(decide(np.asarray(p)[None], decision)[0])
     m, g, a = L.decode(c)
     return {"class_id": c, "mask": m.name.lower(), "gender": g.name.lower(), "age": L.age_name(a, age_thresholds),
             "confidence": round(float(p[c]), 4), "low_confidence": bool(p[c] < min_confidence),
@@ -93,7 +95,8 @@ class Service:
         self.min_confidence = cfg.eval.min_confidence
         self.detector: Decoder = ensemble.members[0].decoder
         # Face crops are made here, so their decoder only resizes (and removes the background if configured).
-        self.faces_ensemble = Ensemble([self._face_member(m) for m in ensemble.members]) if self.face_crop else None
+        self.faces_ensemble = Ensemble([self._face_member(m) for m in ensemble.members],
+                                       ensemble._decision) if self.face_crop else None
 
     @classmethod
     def load(cls, runs: Sequence[str | Path], engine: str = "torch", settings: ServeSettings | None = None,
@@ -147,7 +150,8 @@ class Service:
                 probs[rows] = ens.predict_images([jobs[k][2] for k in rows], photos=ens is self.ensemble)
         out = [{"width": int(img.shape[1]), "height": int(img.shape[0]), "faces": []} for img in images]
         for (i, box, _), p in zip(jobs, probs):
-            out[i]["faces"].append({"box": box, "result": describe_probs(p, self.thresholds, self.min_confidence)})
+            out[i]["faces"].append({"box": box, "result": describe_probs(p, self.thresholds, self.min_confidence,
+                                                                         self.ensemble.decision)})
         for r in out:
             r.update(r["faces"][0]["result"])
             r["warnings"] = self.warnings() + ([low_confidence_warning(r["confidence"], self.min_confidence)]
