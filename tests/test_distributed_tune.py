@@ -35,12 +35,12 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_two_workers_fill_one_sqlite_study_exactly(tmp_path, monkeypatch):
+def test_two_workers_fill_one_sqlite_study_exactly(tmp_path, monkeypatch, demo_root):
     import optuna
 
     n_trials = 8
     config = tmp_path / "tune.yaml"
-    config.write_text(yaml.safe_dump({"project": str(tmp_path / "runs"), "tune": {
+    config.write_text(yaml.safe_dump({"project": str(tmp_path / "runs"), "data": {"root": str(demo_root)}, "tune": {
         "study": "shared", "space": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}}}))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "TRIAL_LOG": str(tmp_path / "trials.log"), "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -15,6 +15,7 @@ import maskcls.kfold as kfold
 from maskcls.cli import main
 from maskcls.config import ConfigError, load_config
 from maskcls.data.reader import read_eval, read_train
+from maskcls.decision import decide
 from maskcls.evaluation import evaluate_run, predict_source
 from maskcls.models import create_model
 from maskcls.predict import Predictor, expand_runs
@@ -66,9 +67,12 @@ def test_kfold_folds_are_person_disjoint_and_oof_covers_every_person_once(tiny_c
     m, _ = evaluate_run(kdir, progress=False)
     preds = pd.read_csv(f"{kdir}/val_predictions.csv", dtype={"person": str})
     assert len(preds) == 12 * 7 and set(preds["person"]) == persons and not preds["path"].duplicated().any()
-    merged = preds.merge(oof[["path", "pred"]], on="path", suffixes=("", "_oof"))
-    assert len(merged) == len(oof) and (merged["pred"] == merged["pred_oof"]).all()  # the fold model's own answer
-    assert m["f1"] == pytest.approx(result["oof_f1"])
+    decision = json.loads(open(f"{kdir}/decision.json").read())  # fitted on the out-of-fold probabilities
+    oof = oof.assign(decided=decide(probs, decision))
+    merged = preds.merge(oof[["path", "decided"]], on="path")
+    assert len(merged) == len(oof) and (merged["pred"] == merged["decided"]).all()  # the fold model's own answer
+    assert m.get("f1_without_bias", m["f1"]) == pytest.approx(result["oof_f1"])
+    assert m["f1"] == pytest.approx(result["oof_f1_with_bias"], abs=1e-5)
 
 
 SPACE = {

@@ -11,6 +11,7 @@ from PIL import Image
 
 from maskcls import labels as L
 from maskcls.data.decode import Decoder
+from maskcls.decision import decide
 from maskcls.predict import Predictor
 from maskcls.serve.app import create_app
 from maskcls.serve.service import ServeSettings, Service, axis_probabilities
@@ -43,8 +44,9 @@ def test_predict_matches_predictor(client, tiny_run, photo):
     r = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
-    expected = Predictor.load(tiny_run, device="cpu").predict_images([str(photo)], photos=True)[0]  # framed first
-    c = int(expected.argmax())
+    pred = Predictor.load(tiny_run, device="cpu")
+    expected = pred.predict_images([str(photo)], photos=True)[0]  # framed first
+    c = int(decide(expected[None], pred.decision)[0])  # argmax plus the run's class bias
     assert body["class_id"] == c and body["filename"] == photo.name
     assert (body["mask"], body["gender"], body["age"]) == tuple(L.describe(c)[k] for k in ("mask", "gender", "age"))
     assert body["confidence"] == pytest.approx(expected[c], abs=1e-4)
@@ -148,8 +150,9 @@ def test_two_faces_two_results(service, tiny_run, photo, monkeypatch):
     for f, b in zip(faces, boxes):
         x0, y0, x1, y1 = crop_box(b, img.shape, pred.cfg.preprocess.face_margin)
         expected = pred.predict_images([img[y0:y1, x0:x1]])[0]
-        assert f["result"]["class_id"] == int(expected.argmax())
-        assert f["result"]["confidence"] == pytest.approx(expected.max(), abs=1e-4)
+        c = int(decide(expected[None], pred.decision)[0])
+        assert f["result"]["class_id"] == c
+        assert f["result"]["confidence"] == pytest.approx(expected[c], abs=1e-4)
     assert r.json()["class_id"] == faces[0]["result"]["class_id"]  # top level: the largest face
 
 
@@ -171,8 +174,10 @@ def test_onnx_engine_service(tiny_run, photo, tmp_path):
     client = TestClient(create_app([run], engine="onnx", settings=SETTINGS))
     a = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
     assert client.get("/health").json()["engine"] == "onnx"
-    b = Predictor.load(run, device="cpu").predict_images([str(photo)], photos=True)[0]  # the service frames whole photos
-    assert a["class_id"] == int(b.argmax()) and a["confidence"] == pytest.approx(b.max(), abs=1e-4)
+    pred = Predictor.load(run, device="cpu")
+    b = pred.predict_images([str(photo)], photos=True)[0]  # the service frames whole photos
+    c = int(decide(b[None], pred.decision)[0])
+    assert a["class_id"] == c and a["confidence"] == pytest.approx(b[c], abs=1e-4)
 
 
 def test_settings_from_env(monkeypatch):

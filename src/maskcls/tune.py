@@ -17,6 +17,7 @@ training (see ``over_budget``), so the workers together finish exactly
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,16 @@ def open_storage(url: str):
     import warnings
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable since 2.9
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable since 2.9
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60,
+                                                  grace_period=180)
+        except Exception as e:  # two workers creating the tables of a fresh database at once: the loser retries
+            if attempt == 2 or "already exists" not in str(e):
+                raise
+            time.sleep(0.5 + attempt)
 
 
 def run_tune(cfg: Config) -> dict:
