@@ -62,8 +62,8 @@ def test_fit_draws_from_the_default_sampler_and_trains_on_mixed_batches(tiny_cfg
         inner = real_sampler(kind, frame, seed=seed)
         return None if inner is None else SpySampler(inner, drawn)
 
-    def spy_mixer(cfg, dataset, seed=0):
-        inner = real_mixer(cfg, dataset, seed=seed)
+    def spy_mixer(cfg, dataset, seed=0, **kw):
+        inner = real_mixer(cfg, dataset, seed=seed, **kw)
         return None if inner is None else SpyMixer(inner, mixed)
 
     monkeypatch.setattr(sampling, "make_sampler", spy_sampler)
