@@ -70,6 +70,7 @@ def biased(tiny_run, tmp_path_factory):
     bias = [0.0] * 18
     bias[target] = 100.0
     state.pop("path")
+    state["config"]["eval"]["class_bias"] = True  # as if trained with eval.class_bias=true (off by default)
     save_checkpoint({**state, "decision": {"class_bias": bias}}, run / "weights" / "best.pt")
     return run, target
 
@@ -107,11 +108,20 @@ def test_stored_bias_reaches_onnx_and_the_service(biased, demo_root, tmp_path):
         assert Service.load([run], engine=engine).predict([photo])[0]["class_id"] == target, engine
 
 
-def test_fit_stores_the_decision_in_best_and_last(tiny_run):
+def test_fit_stores_the_decision_in_best_and_last(tiny_cfg):
+    from maskcls.engine import fit
+
+    run = fit(tiny_cfg("eval.class_bias=true"))["run_dir"]
     for which in ("best", "last"):
-        d = load_checkpoint(tiny_run, which)["decision"]
+        d = load_checkpoint(run, which)["decision"]
         assert len(d["class_bias"]) == 18 and "validation images" in d["fitted_on"]
         assert d["val_f1_with_bias"] >= d["val_f1_argmax"]
+
+
+def test_class_bias_is_off_by_default(tiny_run):
+    """BENCHMARKS.md: fitted on 540 persons it lowered the public F1, so argmax decides unless asked."""
+    d = load_checkpoint(tiny_run)["decision"]
+    assert not any(d["class_bias"]) and "class_bias=false" in d["fitted_on"]
 
 
 def test_kfold_folder_applies_its_out_of_fold_bias(tmp_path, tiny_run):
@@ -124,8 +134,8 @@ def test_kfold_folder_applies_its_out_of_fold_bias(tmp_path, tiny_run):
     (kdir / "decision.json").write_text(json.dumps({"class_bias": bias}))
     from maskcls.predict import Ensemble
 
-    ens = Ensemble.load([kdir], device="cpu")
+    ens = Ensemble.load([kdir], device="cpu", overrides=["eval.class_bias=true"])  # off by default
     assert len(ens.members) == 2 and ens.decision["class_bias"] == bias
     assert (ens.classes(np.full((4, 18), 1 / 18)) == 3).all()
-    members_only = Ensemble.load([kdir / "fold0", kdir / "fold1"], device="cpu")
+    members_only = Ensemble.load([kdir / "fold0", kdir / "fold1"], device="cpu", overrides=["eval.class_bias=true"])
     assert np.allclose(class_bias(members_only.decision), load_checkpoint(tiny_run)["decision"]["class_bias"])

@@ -34,7 +34,7 @@ def _assert_same_weights(a: dict, b: dict) -> None:
 
 def test_training_loss_goes_down(tiny_cfg):
     cfg = tiny_cfg("train.epochs=4", "data.batch_size=16", "train.lr=0.003", "train.warmup_epochs=0",
-                   "data.val_fraction=0", "data.augment=none", "model.drop_path_rate=0")  # the loop, not the regularisers
+                   "data.val_fraction=0", "data.augment=none", "model.drop_path_rate=0", "eval.class_bias=true")  # the loop, not the regularisers
     result = fit(cfg)
     log = pd.read_csv(Path(result["run_dir"]) / "log.csv")
     assert log["epoch"].tolist() == [1, 2, 3, 4]

@@ -68,11 +68,13 @@ def test_fit_draws_from_the_default_sampler_and_trains_on_mixed_batches(tiny_cfg
 
     monkeypatch.setattr(sampling, "make_sampler", spy_sampler)
     monkeypatch.setattr(mix, "build_mixer", spy_mixer)
+    import maskcls.data.feeds as feeds
     import maskcls.engine as engine
 
-    for name, spy in (("make_sampler", spy_sampler), ("build_mixer", spy_mixer)):
-        if hasattr(engine, name):  # if the engine imports them at module level
-            monkeypatch.setattr(engine, name, spy)
+    for module in (engine, feeds):  # the modules that import them at module level
+        for name, spy in (("make_sampler", spy_sampler), ("build_mixer", spy_mixer)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, spy)
     real_loss = engine.loss_from_config
 
     def spy_loss(*a, **kw):

@@ -126,7 +126,7 @@ class EvalConfig:
     batch_size: int = 16  # small batches are faster on a 2-core CPU (cache); raise on a GPU
     tta: list[str] = field(default_factory=list)  # "flip", "shift"
     min_confidence: float = 0.5  # answers less sure than this are flagged low_confidence (CSV, service, page)
-    class_bias: bool = True  # fit per-class biases for macro F1 on the val persons after training; apply them
+    class_bias: bool = False  # off: on 540 persons it cost 0.028 public F1 (BENCHMARKS.md); fit per-class biases for macro F1 on the val persons after training; apply them
 
 
 @dataclass

@@ -13,7 +13,6 @@ import pandas as pd
 from .config import ConfigError
 from .data.reader import DataError, read_answers, read_eval, read_folder
 from .decision import class_bias
-from .metrics import NO_PREDICTION, compute_metrics, write_metrics
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 

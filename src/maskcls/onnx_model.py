@@ -65,6 +65,11 @@ class OnnxPredictor:
 
         return cls(Run.open(run, overrides, engine="onnx", threads=threads))
 
+    @property
+    def decision(self) -> dict:
+        """The run's decision settings (per-class biases), as the torch Predictor has them."""
+        return self.run.decision
+
     def batch(self, x: np.ndarray, tta: list[str] | None = None) -> np.ndarray:
         """(N, 18) probabilities of an NCHW batch: the mean over its TTA views."""
         views = tta_views(x, self.cfg.eval.tta if tta is None else tta)
