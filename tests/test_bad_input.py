@@ -279,3 +279,27 @@ def test_unreadable_training_images_reported_before_the_first_epoch(copy_root, t
     with caplog.at_level(logging.WARNING, logger="maskcls"), pytest.raises(FirstEpoch):
         engine.fit(cfg)
     assert any("unreadable images will be skipped" in r.message and str(bad) in r.message for r in caplog.records)
+# ----------------------------------------------------------------------------- kill between last.pt and log.csv
+def test_kill_between_checkpoint_and_log_row_loses_no_row(tiny_cfg, monkeypatch):
+    """benchmarks/kill_resume.py found it: SIGKILL right after last.pt left log.csv without that epoch."""
+    from maskcls import engine
+
+    class Killed(Exception):
+        pass
+
+    cfg = tiny_cfg("train.epochs=2", "train.max_batches=1")
+    run = Path(cfg.project) / "k"
+    real = engine.Logger.log
+
+    def die(self, row):
+        raise Killed
+
+    monkeypatch.setattr(engine.Logger, "log", die)
+    with pytest.raises(Killed):
+        engine.fit(cfg, run_dir=run)
+    assert (run / "weights" / "last.pt").is_file() and not (run / "log.csv").exists()
+    monkeypatch.setattr(engine.Logger, "log", real)
+    engine.fit(cfg, resume=run)
+    log = pd.read_csv(run / "log.csv")
+    history = torch.load(run / "weights" / "last.pt", weights_only=True)["history"]
+    assert log["epoch"].tolist() == [1, 2] and log["train_loss"].tolist() == [h["train_loss"] for h in history]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -156,6 +157,16 @@ class Logger:
                     self.tb.add_scalar(k, v, row["epoch"])
             self.tb.flush()
 
+    def restore(self, history: list[dict]) -> None:
+        """On resume, rewrite log.csv from the checkpoint's history: a kill between last.pt and the row loses none."""
+        rows = [{k: v for k, v in h.items() if k != "best_metrics"} for h in history]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["epoch"])
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.path)
+
     def close(self) -> None:
         if self.tb:
             self.tb.close()
@@ -276,6 +287,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 
     training = training_summary(cfg.data.root, train_set_frame, val_frame)  # rides in checkpoints and the ONNX file
     logger = Logger(run_dir) if d.main else None
+    if logger is not None and state is not None:
+        logger.restore(history)
     best_metrics: dict = history[-1].get("best_metrics", {}) if history else {}
     best_val = None  # (probs, labels) of the best epoch's validation: the class bias is fitted on them
     t_start = time.time()
