@@ -1,1 +1,0 @@
-"""Data: the layout reader, person splits, decoding and its cache, transforms, datasets."""
