@@ -20,7 +20,7 @@ def fake_fit(cfg, *, run_dir, on_epoch):
     folder = os.path.dirname(os.environ["TRIAL_LOG"])
     open(os.path.join(folder, f"started-{os.getpid()}"), "a").close()
     t0 = time.time()
-    while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.time() - t0 < 600:
+    while len(glob.glob(os.path.join(folder, "started-*"))) < 2 and time.time() - t0 < 180:
         time.sleep(0.05)
     random.seed(str(run_dir))
     time.sleep(random.uniform(0.05, 0.4))
@@ -77,3 +77,22 @@ def test_two_workers_fill_one_sqlite_study_exactly(tmp_path, monkeypatch, demo_r
     cfg = load_config(config, [f"tune.storage={storage}", f"tune.n_trials={n_trials}"])
     assert tune.run_tune(cfg)["trials"] == n_trials
     assert len(optuna.load_study(study_name="shared", storage=storage).trials) == len(study.trials)
+
+
+def test_workers_racing_on_a_fresh_database_retry():
+    """Two workers stamping a new SQLite file: the loser hits a UNIQUE constraint on alembic_version and retries."""
+    from maskcls.tune import retry_race
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+        return "storage"
+
+    assert retry_race(make, "study storage") == "storage" and len(calls) == 2
+    import pytest
+
+    with pytest.raises(ValueError, match="bad url"):  # anything else is not a race: no retry
+        retry_race(lambda: (_ for _ in ()).throw(ValueError("bad url")), "study storage")

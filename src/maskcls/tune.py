@@ -126,23 +126,35 @@ def over_budget(study, number: int, n_trials: int) -> bool:
     return sum(t.number < number for t in ahead) >= n_trials
 
 
+RACES = ("already exists", "locked", "UNIQUE constraint", "IntegrityError", "version_info")
+
+
+def retry_race(make, what: str, attempts: int = 6):
+    """``make()``, retried when workers starting together race on a fresh database (tables, version row, study)."""
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception as e:  # noqa: BLE001 (optuna/sqlalchemy raise several types for the same race)
+            if attempt == attempts - 1 or not any(r in str(e) for r in RACES):
+                raise
+            log.info("%s: another worker is creating it (%s); retrying", what, type(e).__name__)
+            time.sleep(0.3 + 0.5 * attempt)
+
+
 def open_storage(url: str):
     """Optuna RDB storage for ``url``: waits on a busy sqlite file; heartbeats free a dead worker's trial."""
-    import optuna
-
     import warnings
 
+    import optuna
+
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(3):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable since 2.9
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60,
-                                                  grace_period=180)
-        except Exception as e:  # two workers creating the tables of a fresh database at once: the loser retries
-            if attempt == 2 or "already exists" not in str(e):
-                raise
-            time.sleep(0.5 + attempt)
+
+    def make():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable since 2.9
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=180)
+
+    return retry_race(make, "study storage")
 
 
 def run_tune(cfg: Config) -> dict:
@@ -156,9 +168,10 @@ def run_tune(cfg: Config) -> dict:
     folder = Path(cfg.project) / t.study
     folder.mkdir(parents=True, exist_ok=True)
     storage = t.storage or f"sqlite:///{folder.resolve() / 'study.db'}"
-    study = optuna.create_study(study_name=t.study, storage=open_storage(storage), load_if_exists=True,
-                                direction="maximize",
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+    rdb = open_storage(storage)
+    study = retry_race(lambda: optuna.create_study(
+        study_name=t.study, storage=rdb, load_if_exists=True, direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)), f"study '{t.study}'")
     used = len(study.get_trials(deepcopy=False, states=budget_states()))
     log.info("study %s in %s (%d of %d trials used or running)", t.study, storage, used, t.n_trials)
 
