@@ -8,7 +8,6 @@ never train or tune thresholds on it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,18 +46,6 @@ def mask_metrics(true_mask: np.ndarray, pred_mask: np.ndarray) -> dict:
     recall = {MASK_NAMES[k]: round(float(conf[k, k] / conf[k].sum()), 4) if conf[k].sum() else None for k in range(3)}
     return {"n": int(len(true_mask)), "mask_accuracy": round(float((true_mask == pred_mask).mean()), 4) if len(true_mask) else 0.0,
             "mask_recall": recall, "mask_confusion": conf.tolist()}
-
-
-def score_mask_set(predict: Callable[[Sequence[str]], np.ndarray], root: str | Path, *, batch: int = 32,
-                   decide: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
-    """Mask metrics of ``predict`` (paths -> (N, 18) probabilities) on a mask-labelled photo set.
-
-    ``decide`` turns probabilities into class ids (the run's decision rule; argmax by default).
-    """
-    frame = read_mask_set(root)
-    probs = np.concatenate([predict(frame["path"].iloc[i:i + batch].tolist()) for i in range(0, len(frame), batch)])
-    classes = decide(probs) if decide is not None else probs.argmax(1)
-    return mask_metrics(frame["mask"].to_numpy(), np.asarray(classes) // 6)
 
 
 def mask_text(m: dict, title: str) -> str:

@@ -2,7 +2,7 @@
 
 Training portraits (the competition layout) show one face at a fixed place
 and scale: measured with the Haar chain on 240 maskfaces portraits, the face
-box is centred at (0.49, 0.36) of the frame and is 0.85 of its width
+box is centred at about (0.49, 0.36) of the frame and is 0.85 of its width
 (``benchmarks/portrait_geometry.py``). Real photos come as tight face crops,
 square or landscape, or with the face anywhere. Squashing those into the
 portrait's 3:4 frame shrinks and distorts the face, and the 0.75 centre crop
