@@ -34,6 +34,8 @@ ROWS = {
     "bias": ["eval.class_bias=true"],
     "lite1": ["model.name=tf_efficientnet_lite1"],
     "lite2": ["model.name=tf_efficientnet_lite2"],
+    "freeze": ["model.freeze_blocks=3"],
+    "chin": ["data.chin_masks=0.5"],
 }
 NEW = ["model.age_head=dist", "train.ema=true", "data.augment=real", "model.drop_path_rate=0.1"]
 REPO = Path(__file__).resolve().parents[1]

@@ -131,6 +131,42 @@ def test_drop_path_reaches_the_backbone():
     assert not [m for m in plain.modules() if type(m).__name__ == "DropPath" and m.drop_prob > 0]
 
 
+def test_freeze_blocks_keeps_the_stem_and_first_blocks():
+    from maskcls.engine import build_optimizer
+
+    cfg = load_config(None, ["model.pretrained=false", "model.freeze_blocks=2", "model.drop_path_rate=0"])
+    assert load_config(None, []).model.freeze_blocks == 0
+    model = model_from_config(cfg).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = build_optimizer(model, cfg)
+    for _ in range(2):  # BN statistics move in train mode unless the block is frozen
+        model(torch.randn(4, 3, 64, 48)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    after = model.state_dict()
+    changed = {k for k in after if after[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    frozen = ("backbone.conv_stem", "backbone.bn1", "backbone.blocks.0.", "backbone.blocks.1.")
+    assert not [k for k in changed if k.startswith(frozen)]
+    assert any(k.startswith("backbone.blocks.2.") for k in changed) and any(k.startswith("head.") for k in changed)
+    assert any("blocks.2." in k and "running_mean" in k for k in changed)
+
+
+def test_freeze_blocks_is_checked():
+    with pytest.raises(ConfigError, match="freeze_blocks"):
+        load_config(None, ["model.freeze_blocks=-1"])
+    with pytest.raises(Exception, match="only 7 blocks"):
+        create_model(NAME, pretrained=False, freeze_blocks=9)
+
+
+def test_frozen_run_reopens_for_prediction(tiny_cfg):
+    from maskcls.engine import fit
+    from maskcls.run import Run
+
+    result = fit(tiny_cfg("model.freeze_blocks=1"))
+    run = Run.open(result["run_dir"])
+    assert run.cfg.model.freeze_blocks == 1 and run.model.frozen is not None
+
+
 def _names(t):
     out = []
     for op in t.transforms:

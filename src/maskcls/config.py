@@ -46,6 +46,7 @@ class DataConfig:
     preset: str = choice("custom", "base", "custom")  # "base": resize only, no augmentation; "custom": centre crop, training flips/colour/noise
     crop_fraction: float = 0.75  # "custom": centre crop of the portrait before resizing
     augment: str = choice("real", "none", "basic", "real")  # training augmentation preset (data/transforms.py; real: +0.24 realfaces mask acc)
+    chin_masks: float = 0.0  # share of incorrect_mask training photos replaced by the person's mask pulled down to the chin (data/chin_masks.py)
     cache: bool = True  # decode each image once into a memory-mapped store
     cache_dir: str | None = None  # decode cache folder (None: $XDG_CACHE_HOME/maskcls or ~/.cache/maskcls)
     cache_max_gb: float = 10.0  # size cap of the cache folder; the oldest stores are evicted beyond it (0: no cap)
@@ -74,6 +75,7 @@ class ModelConfig:
     weights: str | None = None  # a local state dict or checkpoint; beats everything else
     drop_rate: float = 0.2  # dropout before the classifier
     drop_path_rate: float = 0.1  # stochastic depth of the backbone's blocks (timm)
+    freeze_blocks: int = 0  # keep the stem and the first N blocks at their pretrained weights (faster CPU steps)
     age_head: str = choice("dist", "band", "dist")  # model.head=multi: 3 age bands, or a distribution over exact ages (bands summed from it; +0.035 F1)
     age_sigma: float = 3.0  # "dist": std (years) of the Gaussian label distribution around the true age
 
@@ -369,6 +371,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("loss.head_weights needs three weights: mask, gender, age")
     if not 0.0 <= cfg.model.drop_path_rate < 1.0 or not 0.0 < cfg.train.ema_decay < 1.0:
         raise ConfigError("model.drop_path_rate must be in [0, 1) and train.ema_decay in (0, 1)")
+    if not 0.0 <= cfg.data.chin_masks <= 1.0:
+        raise ConfigError(f"data.chin_masks is a share of photos in [0, 1], got {cfg.data.chin_masks}")
+    if cfg.data.chin_masks and cfg.preprocess.face_crop:
+        raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
+    if cfg.model.freeze_blocks < 0:
+        raise ConfigError(f"model.freeze_blocks must be 0 or more, got {cfg.model.freeze_blocks}")
     if cfg.model.age_sigma <= 0:
         raise ConfigError(f"model.age_sigma must be positive, got {cfg.model.age_sigma}")
     if cfg.train.epochs < 1 or cfg.train.accumulate < 1:

@@ -99,6 +99,8 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     t = cfg.train
     decay, no_decay = [], []
     for n, p in model.named_parameters():
+        if not p.requires_grad:  # model.freeze_blocks
+            continue
         (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on norms and biases
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if t.optimizer == "adamw":

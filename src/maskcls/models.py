@@ -58,6 +58,25 @@ class MaskNet(nn.Module):
         self.sizes = head_sizes(head, age_head)
         self.head = nn.Linear(backbone.num_features, sum(self.sizes))
         self.register_buffer("band_map", band_matrix(age_thresholds), persistent=False)
+        self.frozen: nn.ModuleList | None = None
+
+    def freeze(self, n_blocks: int) -> None:
+        """Freeze the stem and the first ``n_blocks`` blocks: no gradients, batch norms kept in eval mode.
+
+        With a few thousand people, the low-level ImageNet filters are better
+        kept than re-fitted, and their backward pass is the costliest part of a
+        CPU step (BENCHMARKS.md).
+        """
+        self.frozen = nn.ModuleList(leading_modules(self.backbone, n_blocks)) if n_blocks else None
+        for p in self.frozen.parameters() if self.frozen is not None else ():
+            p.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "MaskNet":
+        super().train(mode)
+        if getattr(self, "frozen", None) is not None:
+            self.frozen.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -78,6 +97,23 @@ class MaskNet(nn.Module):
             return None
         za = torch.split(logits.float(), self.sizes, dim=1)[2]
         return F.softmax(za, dim=1) @ torch.arange(AGE_BINS, dtype=torch.float32, device=za.device)
+
+
+def leading_modules(backbone: nn.Module, n_blocks: int) -> list[nn.Module]:
+    """The stem and the first ``n_blocks`` blocks/stages of a timm backbone, input side first."""
+    names = [n for n, _ in backbone.named_children()]
+    seq = next((n for n in ("blocks", "stages", "layers") if n in names), None)
+    if seq is None and "layer1" in names:  # ResNet-style: layer1..layer4
+        seq_mods = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
+        stem = [getattr(backbone, n) for n in names[:names.index("layer1")]]
+    elif seq is not None:
+        seq_mods = list(getattr(backbone, seq))
+        stem = [getattr(backbone, n) for n in names[:names.index(seq)]]
+    else:
+        raise ModelError(f"model.freeze_blocks: cannot find the blocks of {type(backbone).__name__}; set it to 0")
+    if n_blocks > len(seq_mods):
+        raise ModelError(f"model.freeze_blocks={n_blocks}: {type(backbone).__name__} has only {len(seq_mods)} blocks")
+    return stem + seq_mods[:n_blocks]
 
 
 def head_sizes(head: str, age_head: str = "band") -> list[int]:
@@ -241,8 +277,16 @@ def _load_backbone_file(backbone: nn.Module, path: Path, name: str) -> None:
 
 def create_model(name: str = "tf_efficientnet_lite0", *, head: str = "single", pretrained: bool = True,
                  weights: str | None = None, drop_rate: float = 0.2, drop_path_rate: float = 0.0,
-                 age_head: str = "band", age_thresholds=(30, 60)) -> MaskNet:
+                 age_head: str = "band", age_thresholds=(30, 60), freeze_blocks: int = 0) -> MaskNet:
     """Build a MaskNet; see the module docstring for the weight priority."""
+    model = _create_model(name, head=head, pretrained=pretrained, weights=weights, drop_rate=drop_rate,
+                          drop_path_rate=drop_path_rate, age_head=age_head, age_thresholds=age_thresholds)
+    model.freeze(freeze_blocks)
+    return model
+
+
+def _create_model(name: str, *, head: str, pretrained: bool, weights: str | None, drop_rate: float,
+                  drop_path_rate: float, age_head: str, age_thresholds) -> MaskNet:
     kw = {"num_classes": 0, "drop_rate": drop_rate}
     if drop_path_rate:
         kw["drop_path_rate"] = drop_path_rate
@@ -284,7 +328,7 @@ def model_from_config(cfg, *, pretrained: bool | None = None) -> MaskNet:
     return create_model(m.name, head=m.head, pretrained=pre, weights=m.weights if pre else None,
                         drop_rate=m.drop_rate, drop_path_rate=m.drop_path_rate,
                         age_head=m.age_head if m.head == "multi" else "band",  # one 18-way layer has no age head
-                        age_thresholds=cfg.data.age_thresholds)
+                        age_thresholds=cfg.data.age_thresholds, freeze_blocks=m.freeze_blocks)
 
 
 def data_config(model: MaskNet) -> dict:

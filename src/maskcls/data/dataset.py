@@ -23,14 +23,19 @@ class PhotoDataset(Dataset):
     ``source(i)`` returns the decoded uint8 image of row ``i``. A row that fails
     to decode is reported once and replaced by the next good row, so a corrupt
     file never stops an epoch.
+
+    ``compose(row, image, source)`` may replace a training image by one made
+    from other rows (``chin_masks.ChinMasks``) before the transform.
     """
 
-    def __init__(self, frame: pd.DataFrame, source: Callable[[int], np.ndarray], transform, ages: bool = False):
+    def __init__(self, frame: pd.DataFrame, source: Callable[[int], np.ndarray], transform, ages: bool = False,
+                 compose: Callable | None = None):
         self.frame = frame.reset_index(drop=True)
         self.labels = self.frame["label"].to_numpy(np.int64) if "label" in self.frame else None
         self.ages = self.frame["age"].to_numpy(np.int64) if ages and self.labels is not None else None
         self.source = source
         self.transform = transform
+        self.compose = compose
         self.bad: set[int] = set()
         self.errors: list[str] = []  # one line per unreadable file
 
@@ -54,6 +59,8 @@ class PhotoDataset(Dataset):
                 log.warning("%s; skipped", e)
         else:
             raise RuntimeError("no readable image in the dataset")
+        if self.compose is not None:
+            img = self.compose(j, img, self.source)
         x = self.transform(image=img)["image"]
         y = int(self.labels[j]) if self.labels is not None else -1
         if self.ages is not None:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..config import Config, ConfigError
 from ..distributed import RANK_SEED, Dist, gather_eval, shard
+from .chin_masks import ChinMasks
 from .dataset import PhotoDataset
 from .gpu_pipeline import BatchTransform, RawImage, gpu_loader, use_gpu_path
 from .loading import make_loader
@@ -45,14 +46,16 @@ class Feeds:
         (train_frame, train_source), (val_frame, val_source) = train, val
         self.train_frame = train_frame
         # albumentations datasets: the CPU path's input; HalvesMix partners and unreadable files on both paths
-        self.train_ds = PhotoDataset(train_frame, train_source, build_transform(cfg.data, train=True, **norm), ages=ages)
+        self.chin = ChinMasks(train_frame.reset_index(drop=True), cfg.data.chin_masks) if cfg.data.chin_masks else None
+        self.train_ds = PhotoDataset(train_frame, train_source, build_transform(cfg.data, train=True, **norm), ages=ages,
+                                     compose=self.chin)
         self.val_ds = PhotoDataset(val_frame, val_source, build_transform(cfg.data, train=False, **norm))
         self.val_rows = shard(len(self.val_ds), d.rank, d.world)
         self.gpu = use_gpu_path(cfg.data, device)
         self.sampler = EpochSampler(cfg.data.sampler, train_frame, rank=d.rank, world=d.world)
         self._raw: list[PhotoDataset] = []
         if self.gpu:
-            raw_train = PhotoDataset(train_frame, train_source, RawImage(), ages=ages)
+            raw_train = PhotoDataset(train_frame, train_source, RawImage(), ages=ages, compose=self.chin)
             raw_val = PhotoDataset(val_frame, val_source, RawImage())
             self._raw = [raw_train, raw_val]
             self.train_tf = BatchTransform(cfg.data, train=True, **norm)
@@ -76,6 +79,8 @@ class Feeds:
         aug_seed = epoch_seed + RANK_SEED * self.d.rank
         self.sampler.set_epoch(epoch_seed)
         self.train_ds.transform.set_random_seed(aug_seed)  # CPU path; HalvesMix partners on both paths
+        if self.chin is not None:
+            self.chin.set_epoch(aug_seed)
         if self.gpu:
             self.train_tf.set_random_seed(aug_seed)
             return self._train
