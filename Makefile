@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[train]"
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q -e ".[train,dev,mtcnn]"
 
 demo: install
 	$(BIN)/maskcls demo

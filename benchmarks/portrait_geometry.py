@@ -1,15 +1,17 @@
-"""Where the face sits in a training portrait, and how often Haar finds a face in real photos.
+"""Where a detector's face box sits in a training portrait, and how often it finds a face in real photos.
 
-The first figure sets ``preprocess.framing.PORTRAIT_FACE``; the second is the
-detection rate quoted in BENCHMARKS.md (real masked faces often have none).
+The first figure sets ``preprocess.framing.PORTRAIT_FACE[detector]``; the
+second is the detection rate quoted in BENCHMARKS.md (real masked faces often
+have none for Haar).
 
-    python benchmarks/portrait_geometry.py [--root data/maskfaces] [--real ../shared/realfaces]
+    python benchmarks/portrait_geometry.py [--detector haar|mtcnn] [--root data/maskfaces] [--real ../shared/realfaces]
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import random
+import time
 
 import numpy as np
 import pandas as pd
@@ -38,8 +40,9 @@ def main() -> None:
     ap.add_argument("--root", default="data/maskfaces")
     ap.add_argument("--real", default="../shared/realfaces")
     ap.add_argument("--per-kind", type=int, default=80)
+    ap.add_argument("--detector", default="haar", choices=["haar", "dlib", "mtcnn"])
     a = ap.parse_args()
-    det, rng = build_detector("haar"), random.Random(0)
+    det, rng = build_detector(a.detector), random.Random(0)
     found = []
     for kind in ("normal", "mask1", "incorrect_mask"):
         files = sorted(glob.glob(f"{a.root}/train/images/*/{kind}.*"))
@@ -49,9 +52,11 @@ def main() -> None:
     print(f"training portraits: face box median cx, cy, width, height = {np.median(b, 0).round(3).tolist()} "
           f"({len(b)} faces)")
     real = pd.read_csv(f"{a.real}/labels.csv").sample(frac=1.0, random_state=0).head(200)
+    start = time.perf_counter()
     for mask, group in real.groupby("mask"):
         _, missing = boxes([f"{a.real}/images/{f}" for f in group["file"]], det)
         print(f"realfaces mask={mask}: face found in {len(group) - missing} of {len(group)} photos")
+    print(f"{1000 * (time.perf_counter() - start) / len(real):.0f} ms per real photo (decode + detect)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ record whether it found a face, then predicts the photos again with the
 detector switched off (every photo framed as a centred face crop). Measure
 only: realfaces is never used to train or tune.
 
-    python benchmarks/realfaces_breakdown.py runs/full_default [--tta flip]
+    python benchmarks/realfaces_breakdown.py runs/full_default [--tta flip] [--detector mtcnn]
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 
-def predict_masks(run: str, frame: pd.DataFrame, tta: list[str], detector_off: bool = False) -> np.ndarray:
+def predict_masks(run: str, frame: pd.DataFrame, tta: list[str], detector: str,
+                  detector_off: bool = False) -> np.ndarray:
     from maskcls.evaluation import load_models
     from maskcls.preprocess import faces
 
@@ -28,7 +29,7 @@ def predict_masks(run: str, frame: pd.DataFrame, tta: list[str], detector_off: b
     if detector_off:
         faces.build_detector = lambda name: (lambda img: [])
     try:  # no decode cache: the cached framing would hide the switch
-        ens = load_models([run], ["data.cache=false"], "torch")
+        ens = load_models([run], ["data.cache=false", f"preprocess.detector={detector}"], "torch")
         probs, kept = ens.predict_frame(frame, progress=False, photos=True, tta=tta)
     finally:
         faces.build_detector = build
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--set", default="../shared/realfaces")
     ap.add_argument("--tta", default="", help="comma-separated eval.tta views, e.g. flip")
+    ap.add_argument("--detector", default="haar", help="preprocess.detector that frames the photos")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     from maskcls.devsets import read_mask_set
@@ -49,9 +51,9 @@ def main() -> None:
     frame = read_mask_set(args.set).assign(ImageID=lambda f: f["file"])
     frame["src"] = frame["source"].str.split("/").str[0] if "source" in frame else "all"
     tta = [v for v in args.tta.split(",") if v]
-    frame["pred"] = predict_masks(args.run, frame, tta)
-    frame["pred_off"] = predict_masks(args.run, frame, tta, detector_off=True)
-    det = build_detector("haar")
+    frame["pred"] = predict_masks(args.run, frame, tta, args.detector)
+    frame["pred_off"] = predict_masks(args.run, frame, tta, args.detector, detector_off=True)
+    det = build_detector(args.detector)
     frame["face"] = [bool(det(cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB))) for p in frame["path"]]
     rows = []
     for (src, mask), g in frame.groupby(["src", "mask"]):

@@ -41,6 +41,9 @@ def test_every_preprocess_setting_is_part_of_the_key():
     assert len(digests) == 5
     # with preprocessing off, its unused knobs do not invalidate stores
     assert decoder(face_margin=0.1, detector="dlib").digest() == decoder().digest()
+    # ...but outside photos are framed around the detector's box, so it is part of their key
+    framed = [Decoder(DATA, PreprocessConfig(detector=d), photos=True).digest() for d in ("haar", "mtcnn")]
+    assert framed[0] != framed[1] and decoder().digest() not in framed
 
 
 def test_face_crop_gets_its_own_store_and_reuses_it(photos, tmp_path, monkeypatch):

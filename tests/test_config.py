@@ -84,7 +84,8 @@ def test_type_errors(override, match):
     "override,match",
     [("data.age_thresholds=[60,30]", "rising"), ("data.image_size=[4,4]", "8 pixels"),
      ("data.val_fraction=1.5", "val_fraction"), ("data.fold=7", "data.fold"), ("train.epochs=0", "at least 1"),
-     ("eval.tta=[rotate]", "flip, shift"), ("loss.head_weights=[1,2]", "three")],
+     ("eval.tta=[rotate]", "flip, shift"), ("loss.head_weights=[1,2]", "three"),
+     ("train.processes=0", "train.processes")],
 )
 def test_cross_field_checks(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -37,11 +37,15 @@ SAME = ["model.name=convnext_atto", "model.pretrained=false", "model.drop_rate=0
         "train.optimizer=sgd", "train.lr=0.01", "train.scheduler=none", "train.warmup_epochs=0", "data.sampler=class"]
 
 
-def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """torchrun with 2 CPU processes; on a hang (or a starved machine) the whole process group is killed."""
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskcls.cli",
+            "train", "-q"]
+MASKCLS_TRAIN = [sys.executable, "-m", "maskcls.cli", "train"]  # + train.processes=2: it starts torchrun itself
+
+
+def _torchrun(tmp_path: Path, *args: str, cmd: list[str] = TORCHRUN, ok: bool = True) -> subprocess.CompletedProcess:
+    """2 CPU processes; on a hang (or a starved machine) the whole process group is killed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "maskcls.cli",
-           "train", "-q", *args]
+    cmd = [*cmd, *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             start_new_session=True)  # the workers share the session: one kill ends them all
     try:
@@ -50,7 +54,8 @@ def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    if ok:
+        assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
@@ -77,7 +82,11 @@ def _one_run_folder(tmp_path) -> Path:
 
 def test_two_gloo_processes_match_one_process(tmp_path, demo_root):
     single, one_log = _single(tmp_path, demo_root, epochs=1)
-    out = _torchrun(tmp_path, *_ddp_args(tmp_path, demo_root), "train.epochs=1")  # both ranks exit 0 or it fails
+    # `maskcls train train.processes=2` launches the 2 workers itself (train.threads split: 2 cores -> 1 each)
+    out = _torchrun(tmp_path, *_ddp_args(tmp_path, demo_root), "train.epochs=1", "train.processes=2",
+                    cmd=MASKCLS_TRAIN)
+    threads = max(1, (os.cpu_count() or 1) // 2)  # the cores shared out, not every core per process
+    assert f"(device cpu, {threads} threads, 2 processes)" in out.stderr, out.stderr[-2000:]  # 2 ranks really ran
     assert out.stdout.count("run: ") == 1  # one summary line for the job
     run = _one_run_folder(tmp_path)
     log = pd.read_csv(run / "log.csv")
@@ -108,3 +117,18 @@ def test_resume_under_torchrun_equals_uninterrupted_single_process(tmp_path, dem
         if v.is_floating_point():
             assert torch.allclose(ddp_state["model"][k], v, atol=1e-5), k
     assert ddp_state["best_f1"] == pytest.approx(single["best_f1"], abs=1e-6)
+
+
+def test_processes_failing_worker_gives_one_error_line(tmp_path, demo_root):
+    """A worker that stops on bad data: its own error, one line from the launcher, no torchrun traceback."""
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "train.csv").write_text("id,gender\n")  # passes the path check, fails in the reader
+    (root / "train" / "images").mkdir()
+    out = _torchrun(tmp_path, f"data.root={root}", f"project={tmp_path / 'runs'}", "train.processes=2",
+                    *TINY, cmd=[*MASKCLS_TRAIN, "-q"], ok=False)
+    assert out.returncode != 0
+    assert "maskcls: error: training process 0 of 2 exited with code" in out.stderr, out.stderr[-3000:]
+    assert "train.csv" in out.stderr
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert not (tmp_path / "runs").exists()  # nothing half-made

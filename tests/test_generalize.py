@@ -196,8 +196,11 @@ def test_portrait_box_puts_the_face_where_portraits_have_it():
     x0, y0, x1, y1 = portrait_box((100, 100, 185, 185), aspect=4 / 3)
     w, h = x1 - x0, y1 - y0
     assert abs(h / w - 4 / 3) < 0.02
-    assert abs(85 / w - PORTRAIT_FACE["width"]) < 0.02
-    assert abs((142.5 - x0) / w - PORTRAIT_FACE["cx"]) < 0.02 and abs((142.5 - y0) / h - PORTRAIT_FACE["cy"]) < 0.02
+    geo = PORTRAIT_FACE["haar"]
+    assert abs(85 / w - geo["width"]) < 0.02
+    assert abs((142.5 - x0) / w - geo["cx"]) < 0.02 and abs((142.5 - y0) / h - geo["cy"]) < 0.02
+    m = portrait_box((100, 100, 185, 185), aspect=4 / 3, detector="mtcnn")  # its boxes are tighter: a wider frame
+    assert (m[2] - m[0]) / w == pytest.approx(geo["width"] / PORTRAIT_FACE["mtcnn"]["width"], rel=0.02)
 
 
 def test_crop_padded_fills_outside_with_the_edge():

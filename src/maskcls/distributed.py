@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,38 @@ class Dist:
 def launched() -> bool:
     """Whether torchrun (or an equivalent launcher) started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def launch(argv: list[str], processes: int, threads: int) -> int:
+    """Run ``maskcls <argv>`` as ``processes`` torchrun workers on this machine; their exit code.
+
+    What ``train.processes=N`` does, like Lightning's ``devices=N`` or
+    Ultralytics' ``device=0,1``: the same command line, relaunched under
+    ``torch.distributed.run --standalone`` with ``threads`` torch threads per
+    worker (2 x 1 beats 1 x 2 on a 2-core CPU, BENCHMARKS.md). A worker that
+    fails has printed its own error; this adds one line, not torchrun's traceback.
+    """
+    os.environ.setdefault("LOGLEVEL", "CRITICAL")  # torch.distributed.elastic's own loggers read it...
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # ...the others inherit this
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by each worker before torch starts its pools
+    args = parse_args(["--standalone", f"--nproc_per_node={processes}", "-m", "maskcls.cli", *argv,
+                       f"train.threads={threads}"])
+    log.info("launching %d training processes x %d threads (torchrun --standalone)", processes, threads)
+    try:
+        run(args)
+    except ChildFailedError as e:
+        rank, failure = min(e.failures.items())
+        print(f"maskcls: error: training process {rank} of {processes} exited with code {failure.exitcode} "
+              "(its own error is above)", file=sys.stderr)
+        return failure.exitcode if isinstance(failure.exitcode, int) and failure.exitcode > 0 else 1
+    except SignalException as e:  # Ctrl-C / SIGTERM: torchrun has stopped the workers
+        print(f"maskcls: interrupted ({e.sigval.name}; checkpoints written so far are kept)", file=sys.stderr)
+        return 128 + int(e.sigval)
+    return 0
 
 
 def env_rank() -> int:

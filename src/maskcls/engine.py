@@ -218,6 +218,9 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         cfg = from_dict(state["config"]) if cfg is None else cfg
         run_dir = run_folder(state["path"])
     check_before_training(cfg, paths=splits is None)  # one line for a bad device, model name or path
+    if cfg.train.processes > 1 and not distributed.launched():
+        log.warning("train.processes=%d is started by `maskcls train` (or torchrun); this runs in one process",
+                    cfg.train.processes)
     decoder = Decoder(cfg.data, cfg.preprocess)  # checks the face detector / background remover, still before data
     setup_torch(cfg.train.threads)
     seed_everything(cfg.train.seed)

@@ -44,7 +44,7 @@ class Decoder:
         """Everything that changes the output pixels (the cache key)."""
         pre = {k: v for k, v in vars(self.pre).items() if k != "frame_photos"}  # that one is the "framed" key
         return {"decode_size": list(self.size), "preprocess": pre if self._prep else None, "v": 1,
-                **({"framed": 1} if self._framer else {})}
+                **({"framed": self.pre.detector} if self._framer else {})}  # each detector frames its own way
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]

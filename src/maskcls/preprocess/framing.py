@@ -2,8 +2,9 @@
 
 Training portraits (the competition layout) show one face at a fixed place
 and scale: measured with the Haar chain on 240 maskfaces portraits, the face
-box is centred at about (0.49, 0.36) of the frame and is 0.85 of its width
-(``benchmarks/portrait_geometry.py``). Real photos come as tight face crops,
+box is centred at about (0.49, 0.36) of the frame and is 0.85 of its width;
+MTCNN's tighter boxes are measured the same way
+(``benchmarks/portrait_geometry.py --detector mtcnn``). Real photos come as tight face crops,
 square or landscape, or with the face anywhere. Squashing those into the
 portrait's 3:4 frame shrinks and distorts the face, and the 0.75 centre crop
 then cuts off the mouth and chin, where the mask is.
@@ -21,21 +22,26 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-# where the face box sits in a training portrait, as shares of the frame (see the module docstring)
-PORTRAIT_FACE = {"cx": 0.49, "cy": 0.36, "width": 0.85}
+# where each detector's face box sits in a training portrait, as shares of the frame (see the module
+# docstring); dlib's chain starts with HOG boxes but was not measured apart: it shares Haar's
+PORTRAIT_FACE = {"haar": {"cx": 0.49, "cy": 0.36, "width": 0.85},
+                 "mtcnn": {"cx": 0.48, "cy": 0.36, "width": 0.70}}
+PORTRAIT_FACE["dlib"] = PORTRAIT_FACE["haar"]
 NO_FACE_SHARE = 0.8  # without a face: the face box is this share of the photo's shorter side, centred
 
 
-def portrait_box(face: Sequence[float], aspect: float) -> tuple[int, int, int, int]:
+def portrait_box(face: Sequence[float], aspect: float, detector: str = "haar") -> tuple[int, int, int, int]:
     """The (x0, y0, x1, y1) frame, height/width = ``aspect``, that puts ``face`` where portraits have it.
 
+    ``detector`` names whose boxes ``face`` is (their size and place differ).
     The box may reach outside the photo; ``crop_padded`` fills that part.
     """
+    geo = PORTRAIT_FACE[detector]
     x0, y0, x1, y1 = (float(v) for v in face)
-    bw = max(1.0, x1 - x0) / PORTRAIT_FACE["width"]
+    bw = max(1.0, x1 - x0) / geo["width"]
     bh = bw * aspect
-    left = (x0 + x1) / 2 - PORTRAIT_FACE["cx"] * bw
-    top = (y0 + y1) / 2 - PORTRAIT_FACE["cy"] * bh
+    left = (x0 + x1) / 2 - geo["cx"] * bw
+    top = (y0 + y1) / 2 - geo["cy"] * bh
     return int(round(left)), int(round(top)), int(round(left + bw)), int(round(top + bh))
 
 
@@ -57,9 +63,11 @@ def default_face(shape: Sequence[int]) -> tuple[float, float, float, float]:
     return (w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2
 
 
-def frame_photo(img: np.ndarray, face: Sequence[float] | None, aspect: float) -> np.ndarray:
+def frame_photo(img: np.ndarray, face: Sequence[float] | None, aspect: float, detector: str = "haar") -> np.ndarray:
     """The photo cut (and padded) to a ``aspect`` frame with the face where training portraits have it."""
-    return crop_padded(img, portrait_box(face if face is not None else default_face(img.shape), aspect))
+    if face is None:  # the assumed face crop is a Haar-like box
+        return crop_padded(img, portrait_box(default_face(img.shape), aspect))
+    return crop_padded(img, portrait_box(face, aspect, detector))
 
 
 class PhotoFramer:
@@ -68,7 +76,7 @@ class PhotoFramer:
     def __init__(self, detector: str = "haar", aspect: float = 4 / 3):
         from .faces import build_detector
 
-        self.detector, self.aspect = build_detector(detector), float(aspect)
+        self.name, self.detector, self.aspect = detector, build_detector(detector), float(aspect)
         self.photos = self.no_face = 0
         self._lock = threading.Lock()  # cv2 cascades are not safe to share between service threads
 
@@ -86,4 +94,4 @@ class PhotoFramer:
             faces = self.detector(img)
             self.photos += 1
             self.no_face += not faces
-        return frame_photo(img, faces[0] if faces else None, self.aspect)
+        return frame_photo(img, faces[0] if faces else None, self.aspect, self.name)

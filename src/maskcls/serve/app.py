@@ -78,13 +78,14 @@ def body_limits(settings: ServeSettings):
 
 
 def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings: ServeSettings | None = None, *,
-               service: Service | None = None, face_crop: bool | None = None, api_key: str | None = None) -> FastAPI:
+               service: Service | None = None, face_crop: bool | None = None, api_key: str | None = None,
+               overrides: Sequence[str] = ()) -> FastAPI:
     """The app with its model loaded (once, here); pass ``service`` to reuse a loaded one.
 
     ``api_key``: when set, every request but the page and the docs needs header X-API-Key (serve/auth.py).
     """
     settings = settings or (service.settings if service else ServeSettings())
-    service = service or Service.load(runs, engine, settings, face_crop=face_crop)
+    service = service or Service.load(runs, engine, settings, face_crop=face_crop, overrides=overrides)
     app = FastAPIOffline(title="maskcls", version=_version(), static_url="/docs/static",  # open like /docs
                          swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from an online validator
                          description="Mask, gender and age band of the faces in a photo. Gender and age are guesses "
@@ -157,7 +158,8 @@ def app_from_env() -> FastAPI:
                       api_key=os.environ.get(API_KEY_ENV) or None)
 
 
-def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, engine: str = "torch") -> None:
+def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, engine: str = "torch",
+          overrides: Sequence[str] = ()) -> None:
     """``maskcls serve``: one process, model loaded before the port opens."""
     import uvicorn
 
@@ -168,7 +170,7 @@ def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
         require_key_for(host, key)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    app = create_app(runs, engine, ServeSettings.from_env(), api_key=key)
+    app = create_app(runs, engine, ServeSettings.from_env(), api_key=key, overrides=overrides)
     print(f"maskcls: serving {len(app.state.service.ensemble.members)} model(s) ({engine}) on http://{host}:{port}/"
           + (" (API key required: header X-API-Key)" if key else ""))
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -48,11 +48,15 @@ class ServeSettings:
         return cls(**{f.name: _env_int(f"MASKCLS_{f.name.upper()}", getattr(d, f.name)) for f in dataclasses.fields(cls)})
 
 
-def load_ensemble(runs: Sequence[str | Path], engine: str = "torch", threads: int = 0) -> Ensemble:
-    """Soft-voting ensemble of runs (each a ``Run``) on the CPU (or CUDA) with ``threads`` intra-op threads."""
+def load_ensemble(runs: Sequence[str | Path], engine: str = "torch", threads: int = 0,
+                  overrides: Sequence[str] = ()) -> Ensemble:
+    """Soft-voting ensemble of runs (each a ``Run``) on the CPU (or CUDA) with ``threads`` intra-op threads.
+
+    ``overrides``: ``key=value`` a trained run accepts (e.g. ``preprocess.detector=mtcnn``, ``eval.tta=[flip]``).
+    """
     if engine not in ("torch", "onnx"):
         raise ValueError(f"unknown engine '{engine}'; choose torch or onnx")
-    return Ensemble.load(runs, engine=engine, threads=threads)
+    return Ensemble.load(runs, engine=engine, threads=threads, overrides=overrides)
 
 
 def axis_probabilities(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> dict:
@@ -100,10 +104,10 @@ class Service:
 
     @classmethod
     def load(cls, runs: Sequence[str | Path], engine: str = "torch", settings: ServeSettings | None = None,
-             face_crop: bool | None = None) -> "Service":
+             face_crop: bool | None = None, overrides: Sequence[str] = ()) -> "Service":
         settings = settings or ServeSettings()
-        return cls(load_ensemble(runs, engine, settings.threads), runs=[str(r) for r in runs], engine=engine,
-                   settings=settings, face_crop=face_crop)
+        return cls(load_ensemble(runs, engine, settings.threads, overrides), runs=[str(r) for r in runs],
+                   engine=engine, settings=settings, face_crop=face_crop)
 
     @staticmethod
     def _face_member(member):
