@@ -110,3 +110,15 @@ def test_saved_config_reloads_equal(tmp_path):
     assert again == cfg
     assert again.to_dict() == yaml.safe_load(path.read_text())
     assert cfg.copy() == cfg and cfg.copy() is not cfg
+
+
+def test_more_processes_than_gpus_is_one_config_error(demo_root, monkeypatch, capsys):
+    import torch
+
+    from maskcls import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert cli.main(["train", "train.processes=2", f"data.root={demo_root}"]) == 2  # before any worker starts
+    err = capsys.readouterr().err
+    assert "train.processes=2 but 1 CUDA device(s)" in err and err.count("maskcls: error:") == 1

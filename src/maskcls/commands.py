@@ -29,6 +29,18 @@ def _threads_per_process(cfg: Config) -> int:
     return cfg.train.threads or max(1, (os.cpu_count() or 1) // cfg.train.processes)
 
 
+def _check_gpus(cfg: Config) -> None:
+    """On CUDA each process takes one card (LOCAL_RANK): more processes than cards is a config error."""
+    import torch
+
+    from .config import ConfigError
+    from .runtime import resolve_device
+
+    cards = torch.cuda.device_count()
+    if resolve_device(cfg.train.device).type == "cuda" and cfg.train.processes > cards:
+        raise ConfigError(f"train.processes={cfg.train.processes} but {cards} CUDA device(s): one process per card")
+
+
 def train(args: argparse.Namespace) -> int:
     from . import distributed
     from .checkpoint import load_checkpoint
@@ -43,6 +55,7 @@ def train(args: argparse.Namespace) -> int:
         from .preflight import check_before_training
 
         check_before_training(cfg)  # a bad path or name: one line here, not one per worker and torchrun's trace
+        _check_gpus(cfg)
         return distributed.launch(args.argv, cfg.train.processes, _threads_per_process(cfg))
     result = fit(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line for the whole job
