@@ -124,8 +124,9 @@ class Mtcnn(_Lazy):
     """MTCNN (P-, R- and O-Net cascade of small CNNs) from ``mtcnn-runtime``, on a reduced, padded copy.
 
     A learned detector finds masked faces far more often than the cascades:
-    on real photos of correctly worn masks 0.49-0.78 against 0.43-0.56 for the
-    Haar chain, and it is faster on large photos (BENCHMARKS.md). Its boxes are
+    61 of 76 real photos of correctly worn masks against 36 for the Haar
+    chain, and it is faster on large photos (BENCHMARKS.md). Its ONNX
+    sessions are made by mtcnn-runtime with onnxruntime's default threads. Its boxes are
     tighter than Haar's, so framing has its own geometry (``framing.PORTRAIT_FACE``).
     """
 
@@ -137,11 +138,7 @@ class Mtcnn(_Lazy):
         return MTCNN()
 
     def __call__(self, rgb: np.ndarray) -> list[Box]:
-        scale = min(1.0, self.side / max(rgb.shape[:2]))
-        work = rgb if scale == 1.0 else cv2.resize(
-            rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-        pad = int(PAD * min(work.shape[:2]))  # a face cut by the frame still fits (as for the cascades)
-        work = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        work, scale, pad = work_copy(rgb, self.side)  # padded: a face cut by the frame still fits
         min_face = max(20.0, MIN_FACE * min(work.shape[:2]))
         try:
             found, _ = self.model.detect(np.ascontiguousarray(work[..., ::-1]), min_face_size=min_face)  # wants BGR
@@ -180,13 +177,17 @@ def work_gray(rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
     the frame) still fit a detection window: it raised masked-face hits.
     """
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
-    scale = min(1.0, WORK_SIDE / max(gray.shape))
+    return work_copy(gray, WORK_SIDE, cv2.equalizeHist)
+
+
+def work_copy(img: np.ndarray, side: int, prepare: Callable[[np.ndarray], np.ndarray] = lambda x: x,
+              ) -> tuple[np.ndarray, float, int]:
+    """``img`` reduced to a longer side <= ``side``, ``prepare``d, padded by its edge; its scale and padding."""
+    scale = min(1.0, side / max(img.shape[:2]))
     if scale < 1.0:
-        gray = cv2.resize(gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
-                          interpolation=cv2.INTER_AREA)
-    pad = int(PAD * min(gray.shape))
-    gray = cv2.copyMakeBorder(cv2.equalizeHist(gray), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    return gray, scale, pad
+        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    pad = int(PAD * min(img.shape[:2]))
+    return cv2.copyMakeBorder(prepare(img), pad, pad, pad, pad, cv2.BORDER_REPLICATE), scale, pad
 
 
 def to_photo(boxes: list, scale: float, pad: int, shape: Sequence[int]) -> list[Box]:
@@ -254,8 +255,8 @@ def build_detector(name: str) -> Callable[[np.ndarray], list[Box]]:
     """The detector behind ``preprocess.detector``; a clear error if its package is missing."""
     if name not in DETECTORS:
         raise ConfigError(f"preprocess.detector: '{name}' is not supported; choose one of {', '.join(DETECTORS)}")
-    if name in EXTRAS and importlib.util.find_spec(EXTRAS[name][0]) is None:
-        module, extra, what = EXTRAS[name]
+    module, extra, what = EXTRAS.get(name, (None, None, None))
+    if module and importlib.util.find_spec(module) is None:
         raise ConfigError(f"preprocess.detector={name} needs {what}: pip install 'maskcls[{extra}]', "
                           "or use preprocess.detector=haar")
     return CANDIDATES[DETECTORS[name]]()
