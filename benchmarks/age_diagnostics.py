@@ -4,6 +4,13 @@ Scores a run on the persons it held out (its split.csv; they carry exact
 ages in their folder names, the public eval split does not):
 
     python benchmarks/age_diagnostics.py runs/maskfaces_default
+
+It also splits band accuracy by mask state (does the mask cost age?) and
+gives the accuracy of a per-person vote over each person's photos (would
+seeing the person's other photos help?). ``--predictions`` does those two on
+the public split from ``evaluate --answers``' ``eval_predictions.csv``:
+
+    python benchmarks/age_diagnostics.py --predictions runs/maskfaces_default/eval_predictions.csv
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import argparse
 import json
 
 import numpy as np
+import pandas as pd
 import torch
 
 from maskcls.data.dataset import PhotoDataset
@@ -19,12 +27,33 @@ from maskcls.inference import is_channels_last
 from maskcls.run import Run
 
 
+MASKS = ("wear", "incorrect", "not_wear")
+
+
+def by_mask_and_person(mask, person, true_band, pred_band) -> dict:
+    """Band accuracy per mask state, and that of the mode of each person's predicted bands."""
+    f = pd.DataFrame({"mask": mask, "person": person, "true": true_band, "pred": pred_band})
+    f["ok"] = f["true"] == f["pred"]
+    vote = f.groupby("person")["pred"].agg(lambda s: s.mode().iloc[0])
+    return {"band_accuracy_by_mask": {MASKS[int(k)]: round(float(v), 4) for k, v in f.groupby("mask")["ok"].mean().items()},
+            "person_vote_band_accuracy": round(float((f["person"].map(vote) == f["true"]).mean()), 4),
+            "persons_with_two_bands_predicted": round(float((f.groupby("person")["pred"].nunique() > 1).mean()), 3)}
+
+
 @torch.no_grad()
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run")
+    ap.add_argument("run", nargs="?")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--predictions", help="eval_predictions.csv of `maskcls evaluate RUN --answers ...`")
     a = ap.parse_args()
+    if a.predictions:
+        p = pd.read_csv(a.predictions)  # label / pred are class ids: mask*6 + gender*3 + band
+        print(json.dumps({"images": len(p), **by_mask_and_person(p["label"] // 6, p["person"], p["label"] % 3,
+                                                                p["pred"] % 3)}, indent=1))
+        return
+    if not a.run:
+        ap.error("give a run folder, or --predictions CSV")
     torch.set_num_threads(a.threads)
     run = Run.open(a.run, device="cpu")
     frame = run.held_out_frame()
@@ -48,6 +77,7 @@ def main() -> None:
     for name, sel in (("within 2 years of a threshold", dist <= 2), ("3-5 years", (dist > 2) & (dist <= 5)),
                       ("over 5 years", dist > 5)):
         out[name] = {"share": round(float(sel.mean()), 3), "band_accuracy": round(float((pred[sel] == true_band[sel]).mean()), 4)}
+    out.update(by_mask_and_person(kept["mask"], kept["person"], true_band, pred))
     if not np.isnan(exp_age).all():
         out["age_mae_years"] = round(float(np.abs(exp_age - true_age).mean()), 2)
     print(json.dumps(out, indent=1))

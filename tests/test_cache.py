@@ -32,11 +32,11 @@ def photos(demo_root, tmp_path) -> list[str]:
 
 
 def test_every_preprocess_setting_is_part_of_the_key():
-    base = decoder(face_crop=True)
+    base = decoder(face_crop=True, detector="haar")
     assert base.settings()["preprocess"] == {"face_crop": True, "detector": "haar", "face_margin": 0.4,
                                              "background": "none", "rembg_model": None}
-    variants = [decoder(), decoder(face_crop=True, face_margin=0.2), decoder(face_crop=True, background="grabcut"),
-                decoder(background="grabcut")]
+    variants = [decoder(), decoder(face_crop=True, face_margin=0.2, detector="haar"),
+                decoder(face_crop=True, background="grabcut", detector="haar"), decoder(background="grabcut", detector="haar")]
     digests = {d.digest() for d in [base, *variants]}
     assert len(digests) == 5
     # with preprocessing off, its unused knobs do not invalidate stores
@@ -82,3 +82,24 @@ def test_cropped_store_built_by_worker_processes_matches(demo_root, tmp_path):
     single = build_cache(paths, decoder(face_crop=True), tmp_path / "b", workers=1, progress=False)
     assert pooled.ok.all() and Path(pooled.folder).name == Path(single.folder).name
     np.testing.assert_array_equal(np.asarray(pooled.images), np.asarray(single.images))
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_auto_detector_is_keyed_as_the_detector_it_resolves_to(monkeypatch, installed):
+    """preprocess.detector=auto (the default) frames with MTCNN where its extra is installed, else Haar;
+    a store made under one must never be reused under the other."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (real(name, *a) if installed else None) if name == "mtcnnruntime"
+                        else real(name, *a))
+    if installed and real("mtcnnruntime") is None:
+        pytest.skip("maskcls[mtcnn] is not installed")
+    resolved = "mtcnn" if installed else "haar"
+    assert PreprocessConfig().detector == "auto"
+    auto = Decoder(DATA, PreprocessConfig(), photos=True)
+    assert auto.settings()["framed"] == resolved
+    assert auto.digest() == Decoder(DATA, PreprocessConfig(detector=resolved), photos=True).digest()
+    assert auto._framer.name == resolved  # the framing geometry follows the detector in use
+    assert decoder(face_crop=True).settings()["preprocess"]["detector"] == resolved

@@ -291,3 +291,20 @@ def test_trained_run_applies_its_face_crop_at_prediction(tiny_cfg):
     expected = resize(Preprocessor(pred.cfg.preprocess)(img), pred.cfg.data.decode_size)
     np.testing.assert_array_equal(pred.decoder(img), expected)
     assert not np.array_equal(expected, resize(img, pred.cfg.data.decode_size))  # it really cropped
+
+
+def test_mtcnn_sessions_take_the_process_thread_count():
+    """mtcnn-runtime gives onnxruntime no thread count; unbounded, it would take every core beside torch's."""
+    pytest.importorskip("mtcnnruntime")
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model = F.Mtcnn().model
+    finally:
+        torch.set_num_threads(before)
+    sessions = [getattr(model, f"_MTCNN__{n}")[0] for n in ("pnet", "rnet", "onet")]
+    assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 1, 1]
+    boxes = F.Mtcnn()(portrait(h=240, w=180, face=(50, 60, 130, 160)))  # still a working detector
+    assert isinstance(boxes, list)

@@ -45,6 +45,24 @@ def test_class_sampler_moves_class_frequencies_to_uniform():
     assert np.abs(after - 1 / 3).max() < 0.08
 
 
+@pytest.mark.parametrize("power", [0.0, 0.5])
+def test_sampler_power_draws_classes_in_proportion_to_count_to_the_one_minus_power(power):
+    frame = skewed_frame()  # 300 / 60 / 6 photos
+    counts = np.array([300.0, 60.0, 6.0])
+    expected = counts ** (1 - power) / (counts ** (1 - power)).sum()
+    drawn = [i for seed in range(20) for i in make_sampler("class", frame, seed=seed, power=power)]
+    after = shares(frame, "label", drawn).reindex([0, 7, 17]).to_numpy()
+    assert np.abs(after - expected).max() < 0.02
+    if power:  # half the balance: the rare class is drawn more than its share, less than a third
+        assert counts[2] / counts.sum() + 0.03 < after[2] < 1 / 3 - 0.1
+
+
+def test_sampler_power_outside_0_1_is_a_config_error():
+    from maskcls.config import ConfigError
+    with pytest.raises(ConfigError, match="data.sampler_power"):
+        load_config(None, ["data.sampler_power=1.5"])
+
+
 def test_person_sampler_makes_persons_equally_likely():
     frame = pd.DataFrame({"person": ["a"] * 7 + ["b"] * 21 + ["c"] * 70, "label": 0})
     drawn = list(make_sampler("person", frame, seed=1)) * 1

@@ -54,12 +54,13 @@ class SpyMixer:
 
 def test_fit_draws_from_the_default_sampler_and_trains_on_mixed_batches(tiny_cfg, monkeypatch):
     assert Config().data.sampler == "class"  # the default this test guards
-    kinds, drawn, mixed, targets = [], [], [], []
+    kinds, powers, drawn, mixed, targets = [], [], [], [], []
     real_sampler, real_mixer = sampling.make_sampler, mix.build_mixer
 
-    def spy_sampler(kind, frame, seed):
+    def spy_sampler(kind, frame, seed, power=1.0):
         kinds.append(kind)
-        inner = real_sampler(kind, frame, seed=seed)
+        powers.append(power)
+        inner = real_sampler(kind, frame, seed=seed, power=power)
         return None if inner is None else SpySampler(inner, drawn)
 
     def spy_mixer(cfg, dataset, seed=0, **kw):
@@ -84,8 +85,9 @@ def test_fit_draws_from_the_default_sampler_and_trains_on_mixed_batches(tiny_cfg
         return crit
 
     monkeypatch.setattr(engine, "loss_from_config", spy_loss)
-    fit(tiny_cfg("train.epochs=2", "mix.name=halves", "mix.prob=1.0", "train.max_batches=2"))
+    fit(tiny_cfg("train.epochs=2", "mix.name=halves", "mix.prob=1.0", "train.max_batches=2", "data.sampler_power=0.5"))
     assert kinds == ["class", "class"]  # one sampler per epoch, of the default kind
+    assert powers == [0.5, 0.5]  # data.sampler_power reaches it
     assert len(drawn) >= 2 * 2 * 8  # the loader drew its batches from it
     assert len(mixed) == 4 and len(targets) == 4  # every training batch went through the mixer ...
     assert all(t is m for t, m in zip(targets, mixed))  # ... and the loss saw the mixed targets

@@ -54,13 +54,14 @@ class DataConfig:
     workers: int = 0  # DataLoader workers; 0 is fastest on 2 cores with the cache
     loader: str = choice("auto", "auto", "cpu", "gpu")  # gpu: augment batches on the device (auto: when on CUDA)
     sampler: str = choice("class", "none", "class", "person")  # weighted sampling (class: +0.04 F1, BENCHMARKS.md)
+    sampler_power: float = 1.0  # balance strength: weight 1/count**power (1: equal classes, 0.5: square-root, 0: natural)
     max_persons: int = 0  # train on a fixed stratified subset of this many persons (0: all), e.g. for ablations
 
 
 @dataclass
 class PreprocessConfig:
     face_crop: bool = False  # crop to the detected face before decoding to decode_size
-    detector: str = choice("haar", "haar", "dlib", "mtcnn")  # dlib (faster): pip install 'maskcls[dlib]'; mtcnn (finds masked faces): 'maskcls[mtcnn]'
+    detector: str = choice("auto", "auto", "haar", "dlib", "mtcnn")  # auto: mtcnn where 'maskcls[mtcnn]' is installed (finds masked faces: +0.03 realfaces), else haar; dlib: 'maskcls[dlib]'
     face_margin: float = 0.4  # margin around the face box, as a fraction of its size
     background: str = choice("none", "none", "grabcut", "rembg")  # background removal before decoding (rembg: extra)
     rembg_model: str | None = None  # path of an ONNX model for rembg (None: rembg's download)
@@ -374,6 +375,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.drop_path_rate must be in [0, 1) and train.ema_decay in (0, 1)")
     if not 0.0 <= cfg.data.chin_masks <= 1.0:
         raise ConfigError(f"data.chin_masks is a share of photos in [0, 1], got {cfg.data.chin_masks}")
+    if not 0.0 <= cfg.data.sampler_power <= 1.0:
+        raise ConfigError(f"data.sampler_power is in [0, 1] (1: equal classes, 0: natural frequencies), "
+                          f"got {cfg.data.sampler_power}")
     if cfg.data.chin_masks and cfg.preprocess.face_crop:
         raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
     if cfg.train.processes < 1:

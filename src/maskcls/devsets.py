@@ -50,7 +50,8 @@ def mask_metrics(true_mask: np.ndarray, pred_mask: np.ndarray) -> dict:
 
 def mask_text(m: dict, title: str) -> str:
     r = m["mask_recall"]
-    lines = [f"{title}: mask accuracy {m['mask_accuracy']:.4f} on {m['n']} photos",
+    framing = f" (faces found by {m['framing']})" if m.get("framing") else ""
+    lines = [f"{title}: mask accuracy {m['mask_accuracy']:.4f} on {m['n']} photos{framing}",
              "  recall  " + "  ".join(f"{k} {v:.3f}" if v is not None else f"{k} -" for k, v in r.items()),
              "  confusion (rows true wear/incorrect/not_wear, cols predicted): " + str(m["mask_confusion"])]
     return "\n".join(lines)

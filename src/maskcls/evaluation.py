@@ -69,12 +69,15 @@ def evaluate_mask_set(run: str | Path, root: str | Path, *, out: str | None = No
     framed like a training portrait). Measure only: never tune on this set.
     """
     from .devsets import mask_metrics, read_mask_set
+    from .preprocess.faces import resolve_detector
 
     ens = load_models([run], overrides, engine)
     frame = read_mask_set(root).assign(ImageID=lambda f: f["file"])
     probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
+    pre = ens.cfg.preprocess
     m = {"set": str(root), **mask_metrics(kept["mask"].to_numpy(), ens.classes(probs) // 6),
-         "unreadable": len(frame) - len(kept)}
+         "unreadable": len(frame) - len(kept),
+         "framing": resolve_detector(pre.detector) if pre.frame_photos or pre.face_crop else None}
     folder = Path(out) if out else run_folder(run)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"mask_set_{Path(root).resolve().name}.json"

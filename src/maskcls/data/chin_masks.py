@@ -1,9 +1,10 @@
 """Masks pulled down to the chin, composed from each person's own training photos.
 
-The competition layout renders an incorrectly worn mask with the nose
-exposed. In real photos the mask is at least as often pulled down below the
-mouth onto the chin (nose *and* mouth exposed), and a model that never saw
-that calls it "not wear". A person's seven photos are renders of one
+The maskfaces renderer shows an incorrectly worn mask with the nose exposed
+in 70 % of its photos and on the chin in 30 %, small and cut to the face's
+oval. In real photos the mask is at least as often pulled down below the
+mouth onto chin and neck (nose *and* mouth exposed), and the model calls
+most of those "not wear" (BENCHMARKS.md, "Where real photos are misread"). A person's seven photos are renders of one
 portrait, so the person's ``normal`` photo above a cut below the mouth, and one
 of their correctly masked photos below it, shows that person with the mask on
 the chin. ``ChinMasks`` replaces a share (``data.chin_masks``) of the

@@ -42,9 +42,12 @@ class Decoder:
 
     def settings(self) -> dict:
         """Everything that changes the output pixels (the cache key)."""
+        from ..preprocess.faces import resolve_detector
+
         pre = {k: v for k, v in vars(self.pre).items() if k != "frame_photos"}  # that one is the "framed" key
+        pre["detector"] = resolve_detector(pre["detector"])  # "auto" is whichever is installed here
         return {"decode_size": list(self.size), "preprocess": pre if self._prep else None, "v": 1,
-                **({"framed": self.pre.detector} if self._framer else {})}  # each detector frames its own way
+                **({"framed": pre["detector"]} if self._framer else {})}  # each detector frames its own way
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]

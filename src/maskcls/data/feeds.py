@@ -52,7 +52,8 @@ class Feeds:
         self.val_ds = PhotoDataset(val_frame, val_source, build_transform(cfg.data, train=False, **norm))
         self.val_rows = shard(len(self.val_ds), d.rank, d.world)
         self.gpu = use_gpu_path(cfg.data, device)
-        self.sampler = EpochSampler(cfg.data.sampler, train_frame, rank=d.rank, world=d.world)
+        self.sampler = EpochSampler(cfg.data.sampler, train_frame, rank=d.rank, world=d.world,
+                                    power=cfg.data.sampler_power)
         self._raw: list[PhotoDataset] = []
         if self.gpu:
             raw_train = PhotoDataset(train_frame, train_source, RawImage(), ages=ages, compose=self.chin)
@@ -85,7 +86,8 @@ class Feeds:
             self.train_tf.set_random_seed(aug_seed)
             return self._train
         if not self.d.enabled:
-            sampler = make_sampler(self.cfg.data.sampler, self.train_frame, seed=epoch_seed)
+            sampler = make_sampler(self.cfg.data.sampler, self.train_frame, seed=epoch_seed,
+                                   power=self.cfg.data.sampler_power)
             return make_loader(self.train_ds, self.cfg, train=True, epoch_seed=epoch_seed, sampler=sampler)
         return DataLoader(self.train_ds, batch_size=self.batch, sampler=self.sampler, num_workers=self.cfg.data.workers,
                           drop_last=False)

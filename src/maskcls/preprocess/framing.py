@@ -74,9 +74,10 @@ class PhotoFramer:
     """Callable: RGB photo -> the photo framed like a training portrait (largest face, or the centre)."""
 
     def __init__(self, detector: str = "haar", aspect: float = 4 / 3):
-        from .faces import build_detector
+        from .faces import build_detector, resolve_detector
 
-        self.name, self.detector, self.aspect = detector, build_detector(detector), float(aspect)
+        self.name = resolve_detector(detector)  # its framing geometry is the resolved detector's
+        self.detector, self.aspect = build_detector(self.name), float(aspect)
         self.photos = self.no_face = 0
         self._lock = threading.Lock()  # cv2 cascades are not safe to share between service threads
 
