@@ -306,5 +306,8 @@ def test_mtcnn_sessions_take_the_process_thread_count():
         torch.set_num_threads(before)
     sessions = [getattr(model, f"_MTCNN__{n}")[0] for n in ("pnet", "rnet", "onet")]
     assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 1, 1]
+    import onnxruntime
+
+    assert onnxruntime.InferenceSession.__module__.startswith("onnxruntime")  # nobody else's sessions were touched
     boxes = F.Mtcnn()(portrait(h=240, w=180, face=(50, 60, 130, 160)))  # still a working detector
     assert isinstance(boxes, list)

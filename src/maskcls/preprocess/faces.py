@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from types import SimpleNamespace
 from typing import Callable, Sequence
 from unittest import mock
 
@@ -147,9 +148,9 @@ class Mtcnn(_Lazy):
         threads = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        session = ort.InferenceSession
-        with mock.patch.object(detector.onnxruntime, "InferenceSession",
-                               lambda path, **kw: session(path, sess_options=opts, **kw)):
+        # only mtcnn-runtime's own view of onnxruntime changes; everyone else's InferenceSession stays as it is
+        bounded = SimpleNamespace(InferenceSession=lambda path, **kw: ort.InferenceSession(path, sess_options=opts, **kw))
+        with mock.patch.object(detector, "onnxruntime", bounded):
             return detector.MTCNN()
 
     def __call__(self, rgb: np.ndarray) -> list[Box]:
