@@ -8,6 +8,7 @@ never tuned on). Rows run as separate ``maskcls train`` processes; with
 ``--parallel 2`` two rows share the 2 cores (one thread each).
 
     python benchmarks/generalize.py --rows base,dist,ema --seeds 42,7
+    python benchmarks/generalize.py --rows default,default+halves --epochs 10   # on top of the new default
     python benchmarks/generalize.py --score runs/gen/base_s42      # score one run
 """
 from __future__ import annotations
@@ -76,9 +77,13 @@ def main() -> int:
         for row in a.rows.split(","):
             if row == "default":  # the new default recipe, spelled out
                 over = NEW
+            elif row.startswith("default+"):  # the new default plus a named row's option(s), or ad-hoc ones
+                rest = row.split("+", 1)[1]
+                over = NEW + (ROWS[rest] if rest in ROWS else rest.split("+"))
             else:
                 over = OLD + (ROWS[row] if row in ROWS else row.split("+"))  # "a=1+b=2" is an ad-hoc row
-            name = f"{row if row in ROWS or row == 'default' else 'custom' + str(len(jobs))}_s{seed}"
+            named = row in ROWS or row == "default" or row.split("+", 1)[-1] in ROWS and row.startswith("default+")
+            name = f"{row.replace('+', '_') if named else 'custom' + str(len(jobs))}_s{seed}"
             jobs.append((name, [f"data.root={a.root}", f"project={a.project}", f"name={name}",
                                 f"data.max_persons={a.persons}", f"train.epochs={a.epochs}", f"train.seed={seed}",
                                 f"train.threads={threads}", "train.progress=false", *a.extra.split(), *over]))
