@@ -91,3 +91,19 @@ def test_gloo_gather_broadcast_mean():
         assert out[rank]["run"] == "runs/from0" and out[rank]["mean"] == 0.5
     assert out[0]["main"] and not out[1]["main"]
     assert D.setup(torch.device("cpu")).world == 1  # no torchrun variables: single process, helpers no-ops
+
+
+def test_sampler_power_reaches_the_data_parallel_sampler(tiny_cfg):
+    """Under torchrun each process draws from Feeds' EpochSampler: it must soften the balance as make_sampler does."""
+    from maskcls.data.feeds import Feeds
+    from maskcls.data.loading import load_splits
+    from maskcls.data.sampling import sample_weights
+
+    frame = _frame(200)
+    assert list(EpochSampler("class", frame, seed=3, power=0.5)) == list(make_sampler("class", frame, seed=3, power=0.5))
+    cfg = tiny_cfg("data.sampler_power=0.5")
+    train, val = load_splits(cfg)
+    src = lambda i: np.zeros((8, 8, 3), np.uint8)  # noqa: E731 - Feeds reads no photo when built
+    feeds = Feeds(cfg, D.Dist(), torch.device("cpu"), (train, src), (val, src), {"mean": [0.5] * 3, "std": [0.5] * 3})
+    np.testing.assert_allclose(feeds.sampler.weights.numpy(), sample_weights("class", feeds.train_frame, 0.5))
+    assert not np.allclose(feeds.sampler.weights.numpy(), sample_weights("class", feeds.train_frame, 1.0))

@@ -19,7 +19,6 @@ import os
 import sys
 from types import SimpleNamespace
 from typing import Callable, Sequence
-from unittest import mock
 
 import cv2
 import numpy as np
@@ -150,8 +149,11 @@ class Mtcnn(_Lazy):
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         # only mtcnn-runtime's own view of onnxruntime changes; everyone else's InferenceSession stays as it is
         bounded = SimpleNamespace(InferenceSession=lambda path, **kw: ort.InferenceSession(path, sess_options=opts, **kw))
-        with mock.patch.object(detector, "onnxruntime", bounded):
+        original, detector.onnxruntime = detector.onnxruntime, bounded
+        try:
             return detector.MTCNN()
+        finally:
+            detector.onnxruntime = original
 
     def __call__(self, rgb: np.ndarray) -> list[Box]:
         work, scale, pad = work_copy(rgb, self.side)  # padded: a face cut by the frame still fits
