@@ -2,8 +2,8 @@
 
 Checked on the files themselves (no network, no data): every relative link in README.md, BENCHMARKS.md and
 docs/*.md names a file of the repository (and a heading, for `#anchor` links into Markdown); every
-`maskcls ...` line of the README's shell blocks parses with the real CLI parser, as `maskcls` itself would
-take it; every `make X` named in the README is a Makefile target; the README stays at most 200 lines.
+`maskcls ...` line of the shell blocks of the README and of the reference pages in docs/ parses with the real
+CLI parser, as `maskcls` itself would take it; every `make X` named in the README is a Makefile target; the README stays at most 200 lines.
 
 Commands and links for features still being built are listed in PENDING_* below and marked xfail
 (strict: once the feature is merged they pass, the xfail then fails, and the entry must be removed).
@@ -97,14 +97,24 @@ def link_params():
     return params
 
 
-def readme_commands() -> list[str]:
-    """Every `maskcls ...` line of the README's shell blocks, comments cut off."""
+def shell_lines(path: Path) -> list[str]:
+    """The lines of ``path``'s shell blocks, backslash continuations joined."""
+    return "\n".join(blocks(path, ("bash", "sh", "shell", "console"))).replace("\\\n", " ").splitlines()
+
+
+def commands(docs=(README,)) -> list[str]:
+    """Every `maskcls ...` line of the shell blocks of ``docs``, comments cut off."""
     cmds = []
-    for line in blocks(README, ("bash", "sh", "shell", "console")):
-        words = shlex.split(line, comments=True)
-        if words[:1] == ["maskcls"]:
-            cmds.append(shlex.join(words))
+    for doc in docs:
+        for line in shell_lines(doc):
+            words = shlex.split(line, comments=True)
+            if words and (words[0] == "maskcls" or words[0].endswith("/bin/maskcls")):  # .venv/bin/maskcls too
+                cmds.append(shlex.join(["maskcls", *words[1:]]))
     return list(dict.fromkeys(cmds))
+
+
+def readme_commands() -> list[str]:
+    return commands((README,))
 
 
 def parse(command: str):
@@ -116,9 +126,13 @@ def parse(command: str):
     return args
 
 
-def command_params():
+# The reference pages whose commands must parse too (not docs/benchmarks-history.md: old runs' command lines).
+REFERENCE = [ROOT / "docs" / n for n in ("usage.md", "serving.md", "scaling.md", "decisions.md")]
+
+
+def command_params(docs):
     return [pytest.param(c, marks=[pytest.mark.xfail(reason=PENDING_COMMANDS[c], strict=True, raises=UsageError)]
-                         if c in PENDING_COMMANDS else [], id=c) for c in readme_commands()]
+                         if c in PENDING_COMMANDS else [], id=c) for c in commands(docs)]
 
 
 def make_targets() -> set[str]:
@@ -147,11 +161,18 @@ def test_docs_have_links_and_commands():
     targets = {t for _, t in relative_links()}
     assert {"docs/usage.md", "BENCHMARKS.md", "RELIABILITY.md"} <= targets
     assert len(readme_commands()) >= 10
+    assert len(commands(REFERENCE)) >= 25
     assert {"demo", "test"} <= set(readme_make_names())
 
 
-@pytest.mark.parametrize("command", command_params())
+@pytest.mark.parametrize("command", command_params((README,)))
 def test_readme_command_parses(command):
+    args = parse(command)
+    assert args.mode == command.split()[1]
+
+
+@pytest.mark.parametrize("command", command_params(REFERENCE))
+def test_reference_command_parses(command):
     args = parse(command)
     assert args.mode == command.split()[1]
 
