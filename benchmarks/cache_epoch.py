@@ -33,7 +33,8 @@ import torch
 from maskcls.config import load_config
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.decode import Decoder
-from maskcls.data.loading import image_set, make_loader
+from maskcls.data.imageset import image_set
+from maskcls.data.loading import make_loader
 from maskcls.data.reader import read_train
 from maskcls.data.transforms import build_transform
 from maskcls.engine import build_optimizer, train_one_epoch

@@ -29,7 +29,8 @@ from .config import Config, from_dict, save_config
 from .data.decode import Decoder
 from .data.feeds import Feeds
 from .data.labels_train import training_frame
-from .data.loading import image_set, load_splits, load_train_frame, make_loader  # noqa: F401 (re-exported)
+from .data.imageset import image_set
+from .data.loading import load_splits, make_loader
 from .data.reader import Report
 from .data.splits import SPLIT_FILE, save_split
 from .decision import decide, fit_class_bias, macro_f1, zero_decision

@@ -27,9 +27,9 @@ from .data.splits import kfold_indices
 from .decision import decide, fit_class_bias, zero_decision
 from .engine import fit
 from .metrics import compute_metrics, write_metrics
-from .predict import Predictor
+from .predict import Ensemble
 from .preflight import check_before_training
-from .run import KFOLD_DECISION, Run
+from .run import KFOLD_DECISION
 from .runtime import unique_run_dir
 
 log = logging.getLogger("maskcls")
@@ -71,7 +71,7 @@ def run_kfold(cfg: Config) -> dict:
         log.info("fold %d/%d: train %d persons, val %d persons", k + 1, len(folds), train_df["person"].nunique(),
                  val_df["person"].nunique())
         result = fit(fold_cfg, splits=(train_df, val_df), run_dir=kdir / f"fold{k}")
-        probs, kept = Predictor(Run.open(result["run_dir"])).predict_frame(val_df, progress=cfg.train.progress)
+        probs, kept = Ensemble.load([result["run_dir"]]).predict_frame(val_df, progress=cfg.train.progress)
         part = kept[["path", "person", "label"]].assign(fold=k, pred=probs.argmax(1))
         columns = pd.DataFrame(probs.round(5), columns=[f"p{c}" for c in range(probs.shape[1])])
         parts.append(pd.concat([part.reset_index(drop=True), columns], axis=1))

@@ -38,14 +38,3 @@ class EvalTransform:
             img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_LINEAR)
         out = (img.astype(np.float32) - self.mean) * self.scale
         return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
-
-
-def tta_views(x: np.ndarray, tta: list[str]) -> list[np.ndarray]:
-    """NCHW batch and its test-time variants, as ``inference.tta_views`` makes them in torch."""
-    views = [x]
-    if "flip" in tta:
-        views.append(np.ascontiguousarray(x[..., ::-1]))
-    if "shift" in tta:
-        d = max(1, x.shape[-1] // 32)
-        views += [np.roll(x, shift=(0, d), axis=(2, 3)), np.roll(x, shift=(0, -d), axis=(2, 3))]
-    return views

@@ -7,7 +7,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
-from .imageset import ImageSet, image_set  # noqa: F401 (torch-free; re-exported for training)
 from .reader import Report, read_train
 from .splits import holdout
 
