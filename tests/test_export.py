@@ -37,7 +37,7 @@ def test_export_writes_onnx_with_settings(onnx_run):
     pre = meta["preprocessing"]
     assert pre["decode_size"] == [64, 48] and pre["image_size"] == [64, 48]
     assert pre["head"] == meta["config"]["model"]["head"] == "multi"  # the default layout
-    assert {"mean", "std", "preset", "crop_fraction", "preprocess"} <= set(pre)
+    assert {"mean", "std", "crop_fraction", "preprocess"} <= set(pre)
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"  # dynamic, not a fixed 2
 

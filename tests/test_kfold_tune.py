@@ -82,12 +82,11 @@ SPACE = {
 
 
 def test_tune_study_exports_a_yaml_that_trains(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("train.epochs=2", "train.max_batches=1", "tune.study=s1")
+    cfg = tiny_cfg("train.epochs=2", "train.max_batches=1")
     cfg.tune.space = SPACE
-    cfg.tune.n_trials = 2
     from maskcls.tune import run_tune
 
-    out = run_tune(cfg)
+    out = run_tune(cfg, n_trials=2, study="s1")
     folder = tmp_path / "runs" / "s1"
     assert out["trials"] == 2 and (folder / "study.db").is_file()
     import optuna
@@ -104,8 +103,8 @@ def test_tune_study_exports_a_yaml_that_trains(tiny_cfg, tmp_path):
     assert main(["train", "-c", str(folder / "best.yaml"), "-q", "name=from_best"]) == 0
     assert (tmp_path / "runs" / "from_best" / "weights" / "best.pt").is_file()
 
-    cfg.tune.n_trials = 3  # a second worker joins the same study and runs only what the budget has left
-    assert run_tune(cfg)["trials"] == 3
+    # a second worker joins the same study and runs only what the budget has left
+    assert run_tune(cfg, n_trials=3, study="s1")["trials"] == 3
     assert len(optuna.load_study(study_name="s1", storage=out["storage"]).trials) == 3
 
 

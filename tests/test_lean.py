@@ -26,7 +26,7 @@ BLOCK = f"import sys\nfor _m in {TRAINING_ONLY!r}:\n    sys.modules[_m] = None\n
 NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-@pytest.mark.parametrize("data", [DataConfig(), DataConfig(preset="base"),
+@pytest.mark.parametrize("data", [DataConfig(), DataConfig(crop_fraction=1.0),
                                   DataConfig(decode_size=[101, 77], image_size=[60, 50], crop_fraction=0.9),
                                   DataConfig(decode_size=[64, 48], image_size=[64, 48])])
 def test_numpy_transform_matches_albumentations(data, demo_root):

@@ -47,8 +47,8 @@ log = logging.getLogger("maskcls")
 
 
 # ----------------------------------------------------------------------------- loops
-def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None, accumulate=1,
-                    mixer=None, max_batches=0, progress=True, desc="train", channels_last=False, ema=None) -> float:
+def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None,
+                    mixer=None, max_batches=0, progress=True, desc="train", ema=None) -> float:
     """One pass over ``loader``; returns the mean training loss. ``ema`` is updated after each optimizer step."""
     model.train()
     amp = device.type == "cuda" and scaler is not None and scaler.is_enabled()
@@ -62,21 +62,20 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        x = x.contiguous(memory_format=torch.channels_last)  # NHWC, as the model's weights
         with torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext():
             loss = criterion(model(x), y)
-        (scaler.scale(loss / accumulate) if amp else loss / accumulate).backward()
-        if (step + 1) % accumulate == 0 or step + 1 == n:
-            if amp:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
-            if ema is not None:  # the scheduler's step count drives the warm-up, and resumes with it
-                ema.update(distributed.unwrap(model), step=scheduler.last_epoch if scheduler is not None else None)
+        (scaler.scale(loss) if amp else loss).backward()
+        if amp:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:  # the scheduler's step count drives the warm-up, and resumes with it
+            ema.update(distributed.unwrap(model), step=scheduler.last_epoch if scheduler is not None else None)
         total += loss.item() * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -107,20 +106,17 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     if t.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=t.lr)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=0.9, nesterov=True)
     raise ValueError(f"unknown optimizer '{t.optimizer}'; choose adamw or sgd")
 
 
-def lr_factor(step: int, *, total: int, warmup: int, kind: str, steps_per_epoch: int, step_size: int,
-              gamma: float) -> float:
-    """Linear warm-up, then cosine to 1% / step decay / constant."""
+def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """Linear warm-up, then cosine to 1% or constant."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if kind == "cosine":
         progress = (step - warmup) / max(1, total - warmup)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if kind == "step":
-        return gamma ** (step // max(1, step_size * steps_per_epoch))
     return 1.0
 
 
@@ -128,8 +124,7 @@ def build_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
     t = cfg.train
     total = steps_per_epoch * t.epochs
     warmup = int(t.warmup_epochs * steps_per_epoch)
-    fn = lambda s: lr_factor(s, total=total, warmup=warmup, kind=t.scheduler, steps_per_epoch=steps_per_epoch,
-                             step_size=t.step_size, gamma=t.step_gamma)
+    fn = lambda s: lr_factor(s, total=total, warmup=warmup, kind=t.scheduler)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
@@ -239,7 +234,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     run_dir = Path(distributed.broadcast(d, str(run_dir)))
     log.info("run folder: %s (device %s, %d threads%s)", run_dir, device, torch.get_num_threads(),
              f", {d.world} processes" if d.enabled else "")
-    overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
+    overlap = set(train_df["person"]) & set(val_df["person"])
     if overlap:
         raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
     progress = cfg.train.progress and d.main
@@ -255,9 +250,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     tr_rows = np.array([src_index[p] for p in train_set_frame["path"]], dtype=int)
     va_rows = np.array([src_index[p] for p in val_frame["path"]], dtype=int)
 
-    model = model_from_config(cfg).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_from_config(cfg).to(device).to(memory_format=torch.channels_last)
     norm = data_config(model)
     encoder = encoder_from_config(cfg)
     feeds = Feeds(cfg, d, device, (train_set_frame, lambda i: both.source(tr_rows[i])),
@@ -268,14 +261,14 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 
     from .mix import build_mixer  # noqa: WPS433 (optional techniques live in their own modules)
 
-    criterion = loss_from_config(cfg.loss, cfg.model.head, train_set_frame["label"].to_numpy(), encoder).to(device)
+    criterion = loss_from_config(cfg.loss, cfg.model.head, encoder).to(device)
     mixer = build_mixer(cfg.mix, train_ds, seed=cfg.train.seed, encoder=encoder)
     optimizer = build_optimizer(model, cfg)
     steps = feeds.steps()
     if cfg.train.max_batches:
         steps = min(steps, cfg.train.max_batches)
-    scheduler = build_scheduler(optimizer, cfg, math.ceil(steps / cfg.train.accumulate))
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     start, best_f1, bad_epochs, history = 0, -math.inf, 0, []  # -loss (no validation) is below -1
     ema = build_ema(model, cfg)
     if state is not None:
@@ -306,9 +299,8 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
             mixer.set_epoch(epoch_seed + distributed.RANK_SEED * d.rank)
         loader = feeds.train_batches(epoch_seed)
         train_loss = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=scaler,
-                                     accumulate=cfg.train.accumulate, mixer=mixer, max_batches=cfg.train.max_batches,
-                                     progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                                     channels_last=cfg.train.channels_last, ema=ema)
+                                     mixer=mixer, max_batches=cfg.train.max_batches,
+                                     progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", ema=ema)
         train_loss = distributed.mean(d, train_loss)
         served = ema.module if ema is not None else distributed.unwrap(model)  # what validation scores, best.pt ships
         train_time = time.time() - t0

@@ -45,7 +45,7 @@ def settings(cfg: Config, norm: dict, *, training_data: dict | None = None, deci
     return {"config": cfg.to_dict(), "norm": {k: list(v) for k, v in norm.items()},
             "training_data": training_data or {}, "decision": decision or {},
             # the preprocessing in one readable place (also inside "config")
-            "preprocessing": {"decode_size": d.decode_size, "image_size": d.image_size, "preset": d.preset,
+            "preprocessing": {"decode_size": d.decode_size, "image_size": d.image_size,
                               "crop_fraction": d.crop_fraction, **norm, "preprocess": cfg.to_dict()["preprocess"],
                               "head": cfg.model.head},
             "input": INPUT, "output": OUTPUT, "opset": OPSET}

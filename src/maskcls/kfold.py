@@ -58,7 +58,7 @@ def run_kfold(cfg: Config) -> dict:
     Decoder(cfg.data, cfg.preprocess)  # and for a face detector / background remover that cannot load
     report = Report()
     frame = load_train_frame(cfg, report)
-    folds = kfold_indices(frame, cfg.data.folds, cfg.train.seed, by=cfg.data.split)
+    folds = kfold_indices(frame, cfg.data.folds, cfg.train.seed)
     kdir = unique_run_dir(cfg.project, cfg.name)
     kdir.mkdir(parents=True)
     save_config(cfg, kdir / "config.yaml")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config, ConfigError, _set, from_dict, parse_override, validate
+from .config import Config, ConfigError, _set, from_saved, parse_override, validate
 from .data.decode import Decoder
 from .data.eval_transform import EvalTransform
 from .data.splits import SPLIT_FILE, held_out, read_split
@@ -34,14 +34,13 @@ from .data.splits import SPLIT_FILE, held_out, read_split
 log = logging.getLogger("maskcls")
 
 # Overrides a trained model can take. Keys ending in "." are prefixes.
-PIXEL_KEYS = ("data.decode_size", "data.image_size", "data.preset", "data.crop_fraction", "preprocess.")
+PIXEL_KEYS = ("data.decode_size", "data.image_size", "data.crop_fraction", "preprocess.")
 EVAL_KEYS = ("eval.", "data.batch_size", "data.cache", "data.cache_dir", "data.cache_max_gb", "data.workers", "data.root", "data.relabel",
-             "train.device", "train.threads", "train.progress", "train.channels_last", "name", "project")
+             "train.device", "train.threads", "train.progress", "name", "project")
 # Why the others are refused (first matching prefix wins).
 REFUSED = (
     ("model.", "the weights were trained with it; train a new run to change it"),
     ("data.age_thresholds", "the model's age classes were trained with these bands"),
-    ("data.split", "the run's split is saved in split.csv"),
     ("data.val_fraction", "the run's split is saved in split.csv"),
     ("data.fold", "the run's split is saved in split.csv"),
     ("data.max_persons", "the run's split is saved in split.csv"),
@@ -155,8 +154,7 @@ class Run:
 
             self.device = torch.device(device)
             self.model = model.to(self.device).eval()
-            if cfg.train.channels_last:  # NHWC: ~1.6x faster CPU inference for these backbones
-                self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # NHWC: ~1.6x faster CPU inference
         else:
             self.device, self.model = "cpu", model
         self._photo_decoder: Decoder | None = None
@@ -203,7 +201,7 @@ class Run:
         if is_kfold_folder(path):
             raise CheckpointError(f"{path}: a k-fold folder holds several runs; open them with expand_runs()")
         state = load_checkpoint(path, which)
-        cfg = apply_overrides(from_dict(state["config"]), overrides, state["path"])
+        cfg = apply_overrides(from_saved(state["config"], state["path"]), overrides, state["path"])
         from .runtime import resolve_device, setup_torch
 
         dev = resolve_device(device or cfg.train.device)
@@ -227,7 +225,7 @@ class Run:
                                   f"export it with `maskcls export`") from None
         except Exception as e:  # onnxruntime raises its own types for bad files
             raise CheckpointError(f"{file}: not a readable ONNX model ({type(e).__name__})") from None
-        cfg = apply_overrides(from_dict(info["config"]), overrides, file)
+        cfg = apply_overrides(from_saved(info["config"], file), overrides, file)
         return cls(OrtModel(session), cfg, info["norm"], device="cpu", path=file, decision=info.get("decision"),
                    engine="onnx", training_data=info.get("training_data"))
 

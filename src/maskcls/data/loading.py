@@ -37,5 +37,4 @@ def load_train_frame(cfg: Config, report: Report | None = None) -> pd.DataFrame:
 def load_splits(cfg: Config, report: Report | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The holdout split ``train`` uses (fold ``data.fold`` of round(1 / val_fraction))."""
     frame = load_train_frame(cfg, report)
-    return holdout(frame, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, fold=cfg.data.fold,
-                   by=cfg.data.split)
+    return holdout(frame, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, fold=cfg.data.fold)
