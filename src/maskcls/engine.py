@@ -33,7 +33,7 @@ from .data.imageset import image_set
 from .data.loading import load_splits, make_loader
 from .data.reader import Report
 from .data.splits import SPLIT_FILE, save_split
-from .decision import decide, fit_class_bias, macro_f1, zero_decision
+from .decision import fitted_decision
 from .inference import predict_probs
 from .losses import loss_from_config
 from .metrics import compute_metrics, summary_text, write_metrics
@@ -177,22 +177,11 @@ def fit_decision(cfg: Config, best_val, model, val_ds, device, run_dir: Path) ->
     validation persons or with ``eval.class_bias=false``.
     """
     weights = run_dir / "weights"
-    if not cfg.eval.class_bias:
-        decision = {**zero_decision(), "fitted_on": "nothing (eval.class_bias=false)"}
-    elif not len(val_ds):
-        decision = {**zero_decision(), "fitted_on": "nothing (no validation persons)"}
-        log.info("class bias: no validation persons (data.val_fraction=0), nothing to fit; stored zeros (argmax)")
-    else:
-        if best_val is None:  # resumed after the best epoch: score the best weights once more
-            model.load_state_dict(load_checkpoint(weights / "best.pt")["model"])
-            best_val = predict_probs(model, make_loader(val_ds, cfg, train=False), device)
-        probs, labels = best_val
-        bias = fit_class_bias(probs, labels)
-        before, after = macro_f1(labels, probs.argmax(1)), macro_f1(labels, decide(probs, {"class_bias": bias}))
-        decision = {"class_bias": [float(b) for b in bias], "fitted_on": f"{len(labels)} validation images",
-                    "val_f1_argmax": round(before, 5), "val_f1_with_bias": round(after, 5)}
-        log.info("class bias fitted on %d validation images: val macro F1 %.4f -> %.4f (optimistic: same persons)",
-                 len(labels), before, after)
+    if cfg.eval.class_bias and len(val_ds) and best_val is None:  # resumed after the best epoch: score it again
+        model.load_state_dict(load_checkpoint(weights / "best.pt")["model"])
+        best_val = predict_probs(model, make_loader(val_ds, cfg, train=False), device)
+    probs, labels = best_val if best_val is not None and len(val_ds) else (np.zeros((0, 18)), np.zeros(0, int))
+    decision = fitted_decision(probs, labels, what="validation images", enabled=cfg.eval.class_bias)
     for name in ("best.pt", "last.pt"):
         state = load_checkpoint(weights / name)
         state.pop("path", None)
