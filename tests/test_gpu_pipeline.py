@@ -103,6 +103,19 @@ def test_train_augmentation_flips_about_half_and_keeps_range():
     assert 0.4 < flipped.mean() < 0.6  # HorizontalFlip(p=0.5)
 
 
+def test_default_recipe_on_cuda_does_not_fall_back_silently(caplog):
+    """The default augmentation (real) has no tensor version: on a (mocked) CUDA device auto says so, once."""
+    assert load_config(None, []).data.augment == "real"
+    with caplog.at_level("WARNING", logger="maskcls"):
+        assert not use_gpu_path(load_config(None, []).data, torch.device("cuda"))
+    assert len(caplog.messages) == 1 and "CPU input path" in caplog.messages[0] and "augment=real" in caplog.messages[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="maskcls"):
+        use_gpu_path(load_config(None, []).data, torch.device("cpu"))  # no card: nothing to say
+        use_gpu_path(_data(), torch.device("cuda"))  # basic: the tensor path
+    assert not caplog.messages
+
+
 def test_loader_choice():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_gpu_path(_data(), cuda) and not use_gpu_path(_data(), cpu)  # auto follows the device

@@ -17,12 +17,16 @@ CUDA, and the CPU path keeps albumentations.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..config import ConfigError, DataConfig
+
+log = logging.getLogger("maskcls")
 
 GPU_AUGMENT = ("none", "basic")  # data.augment values it implements ("real": albumentations only, CPU path)
 
@@ -34,8 +38,11 @@ def use_gpu_path(data: DataConfig, device: torch.device) -> bool:
     else:
         use = data.loader == "gpu"
     if use and data.augment not in GPU_AUGMENT:
-        if data.loader == "auto":
-            return False  # augmentation only albumentations has: stay on the CPU path
+        if data.loader == "auto":  # augmentation only albumentations has: the CPU path, said out loud
+            log.warning("data.loader=auto on %s: data.augment=%s has no tensor version, so training takes the CPU "
+                        "input path (albumentations on CPU workers; slower on a GPU). data.augment=basic runs on the "
+                        "device", device, data.augment)
+            return False
         raise ConfigError(f"data.loader=gpu: data.augment={data.augment} has no tensor "
                           f"version; use data.loader=cpu, or data.augment={' or '.join(GPU_AUGMENT)}")
     return use
