@@ -1,7 +1,6 @@
 """From a config to image tables with pixels and DataLoaders (training and inference alike)."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
