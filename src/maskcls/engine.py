@@ -353,9 +353,8 @@ def run_epochs(cfg: Config, d, t: Training, data: TrainingData, p: Progress, run
         f1 = metrics.get("f1", -train_loss)  # without validation, "best" is the last epoch
         improved = f1 > p.best_f1
         p.best_f1, p.bad_epochs = (f1, 0) if improved else (p.best_f1, p.bad_epochs + 1)
-        row = epoch_row(cfg, t, epoch, train_loss, metrics, train_time, t0)
         real = score_real(t, served, data, d.device)
-        row.update(real)
+        row = {**epoch_row(cfg, t, epoch, train_loss, metrics, train_time, t0), **real}
         if improved:
             best_metrics = {k: v for k, v in metrics.items()}
             best_val = (probs, labels) if metrics else None
