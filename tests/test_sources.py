@@ -242,6 +242,15 @@ def test_held_out_photos_are_never_trained_on(boxes_csv, caplog):
     assert len(every) == len(train) + len(held) and not len(none_held)
 
 
+def test_tensor_input_path_trains_with_a_source(tiny_cfg, boxes_csv):
+    """data.loader=gpu (here on CPU tensors) draws through EpochSampler and carries the known flags."""
+    from maskcls.engine import fit
+
+    result = fit(tiny_cfg(source(boxes_csv, weight=0.5), "data.loader=gpu", "data.augment=basic",
+                          "model.pretrained=false"))
+    assert "real_mask_accuracy" in pd.read_csv(Path(result["run_dir"]) / "log.csv")
+
+
 def test_fit_draws_the_source_and_scores_held_out_faces(tiny_cfg, boxes_csv, monkeypatch):
     import maskcls.data.feeds as feeds
     from maskcls.engine import fit
