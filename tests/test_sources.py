@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from maskcls.checkpoint import load_checkpoint
 from maskcls.config import ConfigError, load_config
 from maskcls.data.boxes import BoxesError, is_held_out, read_boxes, split_boxes
 from maskcls.data.demo import draw_face
@@ -274,6 +275,8 @@ def test_fit_draws_the_source_and_scores_held_out_faces(tiny_cfg, boxes_csv, mon
     assert {"real_mask_accuracy", "real_recall_wear", "real_recall_incorrect", "real_recall_not_wear"} <= set(log)
     assert log["real_mask_accuracy"].between(0, 1).all()
     assert result["metrics"]["images"] == 21  # validation F1 stays on the competition persons
+    (card,) = load_checkpoint(result["run_dir"], "best")["training_data"]["sources"]
+    assert card["weight"] == 0.5 and card["train_faces"] == len(extra) and card["held_out_faces"] > 0
 
 
 # ----------------------------------------------------------------------------- bad entries

@@ -335,9 +335,7 @@ def restore(t: Training, state: dict) -> Progress:
 def run_epochs(cfg: Config, d, t: Training, data: TrainingData, p: Progress, run_dir: Path, state,
                on_epoch) -> tuple[dict, tuple | None, float]:
     """The epoch loop: train, validate, save; returns (best metrics, best validation probs, seconds)."""
-    from .model_card import training_summary
-
-    training = training_summary(cfg.data.root, data.competition_train, data.val.frame)  # rides in checkpoints, ONNX
+    training = data_summary(cfg, data)  # rides in checkpoints and the ONNX file
     logger = Logger(run_dir) if d.main else None
     if logger is not None and state is not None:
         logger.restore(p.history)
@@ -417,6 +415,18 @@ def real_text(real: dict) -> str:
             f"incorrect {real['real_recall_incorrect']:.2f} not {real['real_recall_not_wear']:.2f})")
 
 
+def data_summary(cfg: Config, data: TrainingData) -> dict:
+    """What the run trained on (model card, checkpoints): the competition split, plus each extra source's faces."""
+    from .model_card import training_summary
+
+    out = training_summary(cfg.data.root, data.competition_train, data.val.frame)
+    if cfg.data.sources:
+        from .data.sources import summary
+
+        out["sources"] = summary(cfg, data.train.frame, data.real.frame if data.real else None)
+    return out
+
+
 def epoch_row(cfg: Config, t: Training, epoch: int, train_loss: float, metrics: dict, train_time: float,
               t0: float) -> dict:
     """One log.csv row."""
@@ -445,7 +455,7 @@ def save_epoch(cfg: Config, t: Training, served, training: dict, epoch: int, p: 
 def finish(cfg: Config, d, t: Training, data: TrainingData, report: Report, run_dir: Path, p: Progress,
            best_metrics: dict, best_val, wall: float) -> dict:
     """Class-bias decision, validation metrics file, model card; the result ``fit`` returns."""
-    from .model_card import training_summary, write_model_card
+    from .model_card import write_model_card
 
     decision = fit_decision(cfg, best_val, distributed.unwrap(t.model), t.feeds.val_ds, d.device, run_dir) \
         if d.main else None
@@ -461,8 +471,7 @@ def finish(cfg: Config, d, t: Training, data: TrainingData, report: Report, run_
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
     if d.main:
-        training = training_summary(cfg.data.root, data.competition_train, data.val.frame)
-        result["model_card"] = str(write_model_card(run_dir, training))
+        result["model_card"] = str(write_model_card(run_dir, data_summary(cfg, data)))
     result["model_card"] = str(distributed.broadcast(d, result.get("model_card")))
     distributed.shutdown(d)  # only a process group setup() made
     return result

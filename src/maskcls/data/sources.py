@@ -220,6 +220,21 @@ def faces_table(table: pd.DataFrame, name: str, weight: float, thresholds) -> pd
                                                                         label=pd.Series(dtype=int))
 
 
+def summary(cfg: Config, train: pd.DataFrame, held: pd.DataFrame | None) -> list[dict]:
+    """Per source: where it is, its weight, and the faces (photos) trained on and held out, for the model card."""
+    out = []
+    for entry in cfg.data.sources:
+        name = source_name(entry)
+        mine = train[train["source"] == name] if "source" in train else train.iloc[:0]
+        kept = held[held["source"] == name] if held is not None and len(held) else mine.iloc[:0]
+        out.append({"name": name, "kind": entry["kind"], "path": str(Path(entry["path"]).resolve()),
+                    "weight": float(entry["weight"]), "holdout": bool(entry.get("holdout", True)),
+                    "train_faces": int(len(mine)), "train_photos": int(mine["file"].nunique()),
+                    "train_faces_by_mask": {m.name.lower(): int((mine["mask"] == m).sum()) for m in L.Mask},
+                    "held_out_faces": int(len(kept)), "held_out_photos": int(kept["file"].nunique())})
+    return out
+
+
 # ----------------------------------------------------------------------------- framing
 def box_item(path: str | Path, box) -> str:
     """The decode-cache item of one face: its image path and box."""
