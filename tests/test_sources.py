@@ -142,7 +142,7 @@ def test_mixers_never_mix_a_row_with_an_unknown_axis(name):
 @pytest.mark.parametrize("weight", [0.25, 0.5])
 @pytest.mark.parametrize("kind", ["class", "none", "person"])
 def test_source_share_of_draws_follows_weight(weight, kind):
-    from maskcls.data.sampling import EpochSampler, make_sampler
+    from maskcls.data.sampling import EpochSampler
 
     rng = np.random.default_rng(0)
     comp = pd.DataFrame({"label": rng.integers(0, 18, 600), "person": rng.integers(0, 80, 600).astype(str),
@@ -150,13 +150,9 @@ def test_source_share_of_draws_follows_weight(weight, kind):
     extra = pd.DataFrame({"label": 0, "mask": rng.choice([0, 0, 0, 1, 2], 300), "person": "p",
                           "source": "real", "source_weight": weight})
     frame = pd.concat([comp, extra], ignore_index=True)
-    sampler = make_sampler(kind, frame, seed=0)
-    drawn = np.array(list(sampler))
+    drawn = EpochSampler(kind, frame, seed=0).sequence().numpy()
     assert len(drawn) == round(600 / (1 - weight))  # the competition rows keep their draws per epoch
-    share = (drawn >= 600).mean()
-    assert abs(share - weight) < 0.04
-    seq = EpochSampler(kind, frame, seed=0).sequence().numpy()
-    assert abs((seq >= 600).mean() - weight) < 0.04 and len(seq) == len(drawn)
+    assert abs((drawn >= 600).mean() - weight) < 0.04
     if kind == "class":  # within the source, mask states are balanced
         counts = np.bincount(frame["mask"].to_numpy()[drawn[drawn >= 600]], minlength=3)
         assert counts.min() > 0.6 * counts.max()
@@ -257,15 +253,17 @@ def test_fit_draws_the_source_and_scores_held_out_faces(tiny_cfg, boxes_csv, mon
     from maskcls.engine import fit
 
     drawn, frames = [], []
-    real = feeds.make_sampler
 
-    def spy(kind, frame, seed, power=1.0):
-        frames.append(frame)
-        s = real(kind, frame, seed=seed, power=power)
-        drawn.extend(list(s))
-        return s
+    class Spy(feeds.PhotoDataset):
+        """Records the rows the training batches read (competition photos and the sources' faces)."""
 
-    monkeypatch.setattr(feeds, "make_sampler", spy)
+        def __getitem__(self, i):
+            if "source_weight" in self.frame and (self.frame["source_weight"] == 0).any():
+                frames[:] = [self.frame]
+                drawn.append(i)
+            return super().__getitem__(i)
+
+    monkeypatch.setattr(feeds, "PhotoDataset", Spy)
     result = fit(tiny_cfg(source(boxes_csv, weight=0.5), "train.epochs=2", "model.pretrained=false"))
     frame = frames[0]
     extra = frame.index[frame["source_weight"] > 0]
