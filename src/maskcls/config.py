@@ -54,6 +54,7 @@ class DataConfig:
     sampler: str = choice("class", "none", "class", "person")  # weighted sampling (class: +0.04 F1, BENCHMARKS.md)
     sampler_power: float = 1.0  # balance strength: weight 1/count**power (1: equal classes, 0.5: square-root, 0: natural)
     max_persons: int = 0  # train on a fixed stratified subset of this many persons (0: all), e.g. for ablations
+    sources: list[dict] = field(default_factory=list)  # extra labelled faces beside data.root: [{kind: boxes|voc, path, weight (expected share of each batch), classes, holdout}] (data/sources.py)
 
 
 @dataclass
@@ -439,6 +440,10 @@ def validate(cfg: Config) -> None:
                           f"got {cfg.data.sampler_power}")
     if cfg.data.chin_masks and cfg.preprocess.face_crop:
         raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
+    if d.sources:
+        from .data.sources import check_entries  # the entry rules live beside the readers
+
+        check_entries(cfg)
     if cfg.train.processes < 1:
         raise ConfigError(f"train.processes must be 1 or more, got {cfg.train.processes}")
     if cfg.model.freeze_blocks < 0:

@@ -15,6 +15,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,10 +29,10 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict, save_config
 from .data.decode import Decoder
 from .data.feeds import Feeds
-from .data.labels_train import training_frame
 from .data.imageset import image_set
 from .data.loading import load_splits, make_loader
 from .data.reader import Report
+from .data.training_set import TrainingData, assemble
 from .data.splits import SPLIT_FILE, save_split
 from .decision import fitted_decision
 from .inference import predict_probs
@@ -189,6 +190,32 @@ def fit_decision(cfg: Config, best_val, model, val_ds, device, run_dir: Path) ->
     return decision
 
 
+@dataclass
+class Training:
+    """The pieces of one run that the epoch loop drives (built by ``build_training``)."""
+
+    model: torch.nn.Module
+    norm: dict
+    feeds: Feeds
+    criterion: torch.nn.Module
+    mixer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    ema: object
+    steps: int
+
+
+@dataclass
+class Progress:
+    """Where the loop stands; a resume restores it from last.pt."""
+
+    start: int = 0
+    best_f1: float = -math.inf  # -loss (no validation) is below -1
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+
 def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None, resume: str | Path | None = None,
         run_dir: str | Path | None = None, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     """Train a model from a config; returns the best validation metrics and the run paths.
@@ -197,155 +224,237 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     continues from a ``last.pt``, ``on_epoch(epoch, metrics)`` is called after
     each validation (Optuna prunes from it by raising).
     """
-    state = None
-    if resume:
-        state = load_checkpoint(resume, "last")
+    state = load_checkpoint(resume, "last") if resume else None
+    if state is not None:
         cfg = from_dict(state["config"]) if cfg is None else cfg
         run_dir = run_folder(state["path"])
-    check_before_training(cfg, paths=splits is None)  # one line for a bad device, model name or path
+    d, decoder, report = prepare(cfg, checked_paths=splits is None)
+    train_df, val_df = splits if splits is not None else load_splits(cfg, report)
+    run_dir = open_run_folder(cfg, d, run_dir, train_df, val_df, resumed=state is not None)
+    check_split(cfg, train_df, val_df)
+    with distributed.local_first(d):  # one decode-cache build per node
+        data = assemble(cfg, train_df, val_df, decoder, progress=cfg.train.progress and d.main, report=report)
+    t = build_training(cfg, d, data)
+    progress = restore(t, state) if state is not None else Progress()
+    t.model = distributed.wrap(d, t.model)  # DDP under torchrun: gradients averaged over ranks
+    best_metrics, best_val, wall = run_epochs(cfg, d, t, data, progress, run_dir, state, on_epoch)
+    return finish(cfg, d, t, data, report, run_dir, progress, best_metrics, best_val, wall)
+
+
+def prepare(cfg: Config, *, checked_paths: bool) -> tuple[distributed.Dist, Decoder, Report]:
+    """Up-front checks (one line each), the decoder, threads, seeds and this process's role."""
+    check_before_training(cfg, paths=checked_paths)  # one line for a bad device, model name or path
     if cfg.train.processes > 1 and not distributed.launched():
         log.warning("train.processes=%d is started by `maskcls train` (or torchrun); this runs in one process",
                     cfg.train.processes)
     decoder = Decoder(cfg.data, cfg.preprocess)  # checks the face detector / background remover, still before data
     setup_torch(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    d = distributed.setup(resolve_device(cfg.train.device))  # under torchrun: this rank's device and role
-    device = d.device
-    report = Report()
-    train_df, val_df = splits if splits is not None else load_splits(cfg, report)
-    # the run folder is made only once the data reads: a wrong path leaves no empty runs/train2
+    return distributed.setup(resolve_device(cfg.train.device)), decoder, Report()  # under torchrun: rank's device
+
+
+def open_run_folder(cfg: Config, d, run_dir, train_df: pd.DataFrame, val_df: pd.DataFrame, *, resumed: bool) -> Path:
+    """The run folder with config.yaml and split.csv, made only once the data reads (no empty runs/train2)."""
     if d.main:  # rank 0 alone writes; the others learn the folder from it
         run_dir = Path(run_dir) if run_dir else unique_run_dir(cfg.project, cfg.name)
         (run_dir / "weights").mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        if state is None or not (run_dir / SPLIT_FILE).is_file():  # the persons it trains on, for evaluate, kfold
+        if not resumed or not (run_dir / SPLIT_FILE).is_file():  # the persons it trains on, for evaluate, kfold
             save_split(train_df, val_df, cfg.data.root, run_dir / SPLIT_FILE)
     run_dir = Path(distributed.broadcast(d, str(run_dir)))
-    log.info("run folder: %s (device %s, %d threads%s)", run_dir, device, torch.get_num_threads(),
+    log.info("run folder: %s (device %s, %d threads%s)", run_dir, d.device, torch.get_num_threads(),
              f", {d.world} processes" if d.enabled else "")
+    return run_dir
+
+
+def check_split(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame) -> None:
     overlap = set(train_df["person"]) & set(val_df["person"])
     if overlap:
         raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
-    progress = cfg.train.progress and d.main
-    with distributed.local_first(d):  # one decode-cache build per node
-        both = image_set(pd.concat([train_df.assign(_split="train"), val_df.assign(_split="val")]), decoder, cfg,
-                         progress)
-    if both.errors:  # now, before the first epoch, not after hours of training
-        log.warning("%d unreadable images will be skipped:\n  %s", len(both.errors), "\n  ".join(both.errors))
-    train_all = both.frame[both.frame["_split"] == "train"]
-    train_set_frame = training_frame(train_all, cfg.data)
-    val_frame = both.frame[both.frame["_split"] == "val"].reset_index(drop=True)
-    src_index = {p: i for i, p in enumerate(both.frame["path"])}
-    tr_rows = np.array([src_index[p] for p in train_set_frame["path"]], dtype=int)
-    va_rows = np.array([src_index[p] for p in val_frame["path"]], dtype=int)
 
+
+def build_training(cfg: Config, d, data: TrainingData) -> Training:
+    """Model, batches, loss, mixing, optimizer, schedule, AMP scaler and EMA, in the order the seeds expect."""
+    device = d.device
     model = model_from_config(cfg).to(device).to(memory_format=torch.channels_last)
     norm = data_config(model)
     encoder = encoder_from_config(cfg)
-    feeds = Feeds(cfg, d, device, (train_set_frame, lambda i: both.source(tr_rows[i])),
-                  (val_frame, lambda i: both.source(va_rows[i])), norm, ages=encoder.age_bins > 0)
-    train_ds, val_ds = feeds.train_ds, feeds.val_ds
-    log.info("train %d photos of %d persons, val %d photos of %d persons; input path: %s", len(train_ds),
-             train_set_frame["person"].nunique(), len(val_ds), val_frame["person"].nunique(), feeds.path)
+    feeds = Feeds(cfg, d, device, (data.train.frame, data.train.source), (data.val.frame, data.val.source), norm,
+                  ages=encoder.age_bins > 0, real=(data.real.frame, data.real.source) if data.real else None)
+    comp = data.competition_train
+    log.info("train %d photos of %d persons, val %d photos of %d persons; input path: %s", len(comp),
+             comp["person"].nunique(), len(feeds.val_ds), data.val.frame["person"].nunique(), feeds.path)
+    if data.real is not None:
+        log.info("data.sources: %d training faces drawn at %s of each batch (%d draws an epoch); %d held-out faces "
+                 "scored by mask each epoch", len(data.train.frame) - len(comp),
+                 ", ".join(f"{s} {w:g}" for s, w in feeds.source_weights().items()), feeds.draws, len(data.real.frame))
 
     from .mix import build_mixer  # noqa: WPS433 (optional techniques live in their own modules)
 
     criterion = loss_from_config(cfg.loss, cfg.model.head, encoder).to(device)
-    mixer = build_mixer(cfg.mix, train_ds, seed=cfg.train.seed, encoder=encoder)
+    mixer = build_mixer(cfg.mix, feeds.train_ds, seed=cfg.train.seed, encoder=encoder)
     optimizer = build_optimizer(model, cfg)
     steps = feeds.steps()
     if cfg.train.max_batches:
         steps = min(steps, cfg.train.max_batches)
     scheduler = build_scheduler(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
-    start, best_f1, bad_epochs, history = 0, -math.inf, 0, []  # -loss (no validation) is below -1
     ema = build_ema(model, cfg)
-    if state is not None:
-        model.load_state_dict(state.get("train_model", state["model"]))
-        if ema is not None:
-            ema.module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, best_f1, bad_epochs, history = state["epoch"] + 1, state["best_f1"], state["bad_epochs"], state["history"]
-        log.info("resumed %s at epoch %d", state["path"], start + 1)
-    model = distributed.wrap(d, model)  # DDP under torchrun: gradients averaged over ranks
+    return Training(model, norm, feeds, criterion, mixer, optimizer, scheduler, scaler, ema, steps)
 
-    from .model_card import training_summary, write_model_card
 
-    training = training_summary(cfg.data.root, train_set_frame, val_frame)  # rides in checkpoints and the ONNX file
+def restore(t: Training, state: dict) -> Progress:
+    """Weights, EMA, optimizer, schedule and scaler from last.pt; the loop continues after its epoch."""
+    t.model.load_state_dict(state.get("train_model", state["model"]))
+    if t.ema is not None:
+        t.ema.module.load_state_dict(state["model"])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    t.scaler.load_state_dict(state["scaler"])
+    log.info("resumed %s at epoch %d", state["path"], state["epoch"] + 2)
+    return Progress(state["epoch"] + 1, state["best_f1"], state["bad_epochs"], state["history"])
+
+
+def run_epochs(cfg: Config, d, t: Training, data: TrainingData, p: Progress, run_dir: Path, state,
+               on_epoch) -> tuple[dict, tuple | None, float]:
+    """The epoch loop: train, validate, save; returns (best metrics, best validation probs, seconds)."""
+    training = data_summary(cfg, data)  # rides in checkpoints and the ONNX file
     logger = Logger(run_dir) if d.main else None
     if logger is not None and state is not None:
-        logger.restore(history)
-    best_metrics: dict = history[-1].get("best_metrics", {}) if history else {}
+        logger.restore(p.history)
+    best_metrics: dict = p.history[-1].get("best_metrics", {}) if p.history else {}
     best_val = None  # (probs, labels) of the best epoch's validation: the class bias is fitted on them
     t_start = time.time()
-    for epoch in range(start, cfg.train.epochs):
+    for epoch in range(p.start, cfg.train.epochs):
         t0 = time.time()
-        epoch_seed = cfg.train.seed * 1000 + epoch  # same data order and augmentation after a resume
-        torch.manual_seed(epoch_seed + distributed.RANK_SEED * d.rank)
-        if mixer is not None and hasattr(mixer, "set_epoch"):
-            mixer.set_epoch(epoch_seed + distributed.RANK_SEED * d.rank)
-        loader = feeds.train_batches(epoch_seed)
-        train_loss = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=scaler,
-                                     mixer=mixer, max_batches=cfg.train.max_batches,
-                                     progress=progress, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", ema=ema)
-        train_loss = distributed.mean(d, train_loss)
-        served = ema.module if ema is not None else distributed.unwrap(model)  # what validation scores, best.pt ships
+        train_loss = train_epoch(cfg, d, t, epoch)
+        served = t.ema.module if t.ema is not None else distributed.unwrap(t.model)  # what validation scores, best.pt ships
         train_time = time.time() - t0
-        metrics = {}
-        if len(val_ds):
-            probs, labels = predict_probs(served, feeds.val_batches(), device, progress=progress)
-            probs, labels = feeds.gather(probs, labels)  # every rank: the whole validation set, each photo once
-            metrics = compute_metrics(labels, probs.argmax(1))
+        metrics, probs, labels = validate(t, served, d)
         f1 = metrics.get("f1", -train_loss)  # without validation, "best" is the last epoch
-        improved = f1 > best_f1
-        best_f1, bad_epochs = (f1, 0) if improved else (best_f1, bad_epochs + 1)
-        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_f1": round(metrics.get("f1", float("nan")), 5),
-               "val_accuracy": round(metrics.get("accuracy", float("nan")), 5),
-               "val_age_f1": round(metrics.get("age_f1", float("nan")), 5), "lr": optimizer.param_groups[0]["lr"],
-               "train_images_per_s": round(min(len(train_ds), steps * cfg.data.batch_size) / train_time, 2),
-               "epoch_s": round(time.time() - t0, 2)}
+        improved = f1 > p.best_f1
+        p.best_f1, p.bad_epochs = (f1, 0) if improved else (p.best_f1, p.bad_epochs + 1)
+        real = score_real(t, served, data, d.device)
+        row = {**epoch_row(cfg, t, epoch, train_loss, metrics, train_time, t0), **real}
         if improved:
             best_metrics = {k: v for k, v in metrics.items()}
             best_val = (probs, labels) if metrics else None
-        history.append({**row, "best_metrics": best_metrics})
+        p.history.append({**row, "best_metrics": best_metrics})
         if d.main:
-            trained = distributed.unwrap(model)
-            # last.pt: everything a resume needs; best.pt: only what inference needs (a quarter of the size)
-            inference = {"model": served.state_dict(), "config": cfg.to_dict(), "norm": norm,
-                         "training_data": training, "epoch": epoch, "best_f1": best_f1}
-            save_checkpoint({**inference, **({"train_model": trained.state_dict()} if ema is not None else {}),
-                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                             "scaler": scaler.state_dict(), "bad_epochs": bad_epochs, "history": history},
-                            run_dir / "weights" / "last.pt")
-            if improved:
-                save_checkpoint({**inference, "metrics": best_metrics}, run_dir / "weights" / "best.pt")
+            save_epoch(cfg, t, served, training, epoch, p, best_metrics, improved, run_dir)
             logger.log(row)  # after last.pt: a kill in between cannot duplicate the row on resume
-        log.info("epoch %d/%d  loss %.4f  val F1 %.4f  (%.0fs)%s", epoch + 1, cfg.train.epochs, train_loss,
-                 metrics.get("f1", float("nan")), time.time() - t0, "  *best*" if improved else "")
+        log.info("epoch %d/%d  loss %.4f  val F1 %.4f%s  (%.0fs)%s", epoch + 1, cfg.train.epochs, train_loss,
+                 metrics.get("f1", float("nan")), real_text(real), time.time() - t0, "  *best*" if improved else "")
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if cfg.train.patience and bad_epochs >= cfg.train.patience:
-            log.info("early stop: no better val F1 for %d epochs", bad_epochs)
+        if cfg.train.patience and p.bad_epochs >= cfg.train.patience:
+            log.info("early stop: no better val F1 for %d epochs", p.bad_epochs)
             break
     if logger is not None:
         logger.close()
-    decision = fit_decision(cfg, best_val, distributed.unwrap(model), val_ds, device, run_dir) if d.main else None
+    return best_metrics, best_val, time.time() - t_start
+
+
+def train_epoch(cfg: Config, d, t: Training, epoch: int) -> float:
+    """One epoch's batches (order and augmentation from the seed and the epoch) through ``train_one_epoch``."""
+    epoch_seed = cfg.train.seed * 1000 + epoch  # same data order and augmentation after a resume
+    torch.manual_seed(epoch_seed + distributed.RANK_SEED * d.rank)
+    if t.mixer is not None and hasattr(t.mixer, "set_epoch"):
+        t.mixer.set_epoch(epoch_seed + distributed.RANK_SEED * d.rank)
+    loader = t.feeds.train_batches(epoch_seed)
+    loss = train_one_epoch(t.model, loader, t.criterion, t.optimizer, t.scheduler, d.device, scaler=t.scaler,
+                           mixer=t.mixer, max_batches=cfg.train.max_batches,
+                           progress=cfg.train.progress and d.main, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                           ema=t.ema)
+    return distributed.mean(d, loss)
+
+
+def validate(t: Training, served, d) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+    """Metrics on the competition's validation persons (every rank: the whole set, each photo once)."""
+    if not len(t.feeds.val_ds):
+        return {}, None, None
+    probs, labels = predict_probs(served, t.feeds.val_batches(), d.device, progress=t.feeds.progress)
+    probs, labels = t.feeds.gather(probs, labels)
+    return compute_metrics(labels, probs.argmax(1)), probs, labels
+
+
+def score_real(t: Training, served, data: TrainingData, device) -> dict:
+    """Mask accuracy and recall per state on the sources' held-out faces (log.csv columns ``real_*``)."""
+    if data.real is None:
+        return {}
+    from .devsets import mask_metrics
+
+    probs, _ = predict_probs(served, t.feeds.real_batches(), device, progress=t.feeds.progress, desc="real")
+    m = mask_metrics(data.real.frame["mask"].to_numpy(), probs.argmax(1) // 6)
+    nan = float("nan")
+    return {"real_mask_accuracy": m["mask_accuracy"],
+            **{f"real_recall_{k}": nan if v is None else v for k, v in m["mask_recall"].items()}}
+
+
+def real_text(real: dict) -> str:
+    if not real:
+        return ""
+    return (f"  real mask acc {real['real_mask_accuracy']:.3f} (recall wear {real['real_recall_wear']:.2f} "
+            f"incorrect {real['real_recall_incorrect']:.2f} not {real['real_recall_not_wear']:.2f})")
+
+
+def data_summary(cfg: Config, data: TrainingData) -> dict:
+    """What the run trained on (model card, checkpoints): the competition split, plus each extra source's faces."""
+    from .model_card import training_summary
+
+    out = training_summary(cfg.data.root, data.competition_train, data.val.frame)
+    if cfg.data.sources:
+        from .data.sources import summary
+
+        out["sources"] = summary(cfg, data.train.frame, data.real.frame if data.real else None)
+    return out
+
+
+def epoch_row(cfg: Config, t: Training, epoch: int, train_loss: float, metrics: dict, train_time: float,
+              t0: float) -> dict:
+    """One log.csv row."""
+    nan = float("nan")
+    return {"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_f1": round(metrics.get("f1", nan), 5),
+            "val_accuracy": round(metrics.get("accuracy", nan), 5), "val_age_f1": round(metrics.get("age_f1", nan), 5),
+            "lr": t.optimizer.param_groups[0]["lr"],
+            "train_images_per_s": round(min(t.feeds.draws, t.steps * cfg.data.batch_size) / train_time, 2),
+            "epoch_s": round(time.time() - t0, 2)}
+
+
+def save_epoch(cfg: Config, t: Training, served, training: dict, epoch: int, p: Progress, best_metrics: dict,
+               improved: bool, run_dir: Path) -> None:
+    """last.pt: everything a resume needs; best.pt (when improved): only what inference needs (a quarter the size)."""
+    trained = distributed.unwrap(t.model)
+    inference = {"model": served.state_dict(), "config": cfg.to_dict(), "norm": t.norm,
+                 "training_data": training, "epoch": epoch, "best_f1": p.best_f1}
+    save_checkpoint({**inference, **({"train_model": trained.state_dict()} if t.ema is not None else {}),
+                     "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                     "scaler": t.scaler.state_dict(), "bad_epochs": p.bad_epochs, "history": p.history},
+                    run_dir / "weights" / "last.pt")
+    if improved:
+        save_checkpoint({**inference, "metrics": best_metrics}, run_dir / "weights" / "best.pt")
+
+
+def finish(cfg: Config, d, t: Training, data: TrainingData, report: Report, run_dir: Path, p: Progress,
+           best_metrics: dict, best_val, wall: float) -> dict:
+    """Class-bias decision, validation metrics file, model card; the result ``fit`` returns."""
+    from .model_card import write_model_card
+
+    decision = fit_decision(cfg, best_val, distributed.unwrap(t.model), t.feeds.val_ds, d.device, run_dir) \
+        if d.main else None
     decision = distributed.broadcast(d, decision)
-    problems = report.warnings + both.errors + feeds.errors  # the latter: no cache
-    if both.errors:
-        log.warning("%d unreadable images were skipped (listed before the first epoch)", len(both.errors))
-    result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": best_f1,
-              "decision": decision,
-              "wall_s": round(time.time() - t_start, 1), "problems": problems}
+    problems = report.warnings + data.errors + t.feeds.errors  # the latter: no cache
+    if data.errors:
+        log.warning("%d unreadable images were skipped (listed before the first epoch)", len(data.errors))
+    result = {"run_dir": str(run_dir), "best": str(run_dir / "weights" / "best.pt"), "best_f1": p.best_f1,
+              "decision": decision, "wall_s": round(wall, 1), "problems": problems}
     if best_metrics:
         if d.main:
             write_metrics(best_metrics, run_dir, "val_metrics", title="validation (best epoch)")
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
     if d.main:
-        result["model_card"] = str(write_model_card(run_dir, training))
+        result["model_card"] = str(write_model_card(run_dir, data_summary(cfg, data)))
     result["model_card"] = str(distributed.broadcast(d, result.get("model_card")))
     distributed.shutdown(d)  # only a process group setup() made
     return result

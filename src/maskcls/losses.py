@@ -3,6 +3,11 @@
 Soft targets (rows summing to 1) come from CutMix/MixUp; with them every loss
 uses the same expected-value formula, so mixing works with every loss and
 both head layouts.
+
+Every loss takes an optional per-sample weight ``known`` (N,): 0 leaves a
+sample out of that loss entirely (no gradient to the head), which is how a
+head whose axis is unknown for a sample (a real face labelled by mask only)
+is trained on the samples that have its label alone.
 """
 from __future__ import annotations
 
@@ -30,13 +35,15 @@ class CrossEntropy(nn.Module):
         self.num_classes, self.smoothing = num_classes, smoothing
         self.register_buffer("weight", weight if weight is not None else torch.ones(num_classes))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         soft = as_soft(target, self.num_classes)
         norm = (soft * self.weight).sum(1)  # before smoothing: F.cross_entropy's weighted mean
         if self.smoothing:
             soft = soft * (1 - self.smoothing) + self.smoothing / self.num_classes
         logp = F.log_softmax(logits.float(), dim=1)
         per_sample = -(soft * logp * self.weight).sum(1)
+        if known is not None:
+            per_sample, norm = per_sample * known, norm * known
         return per_sample.sum() / norm.sum().clamp_min(1e-12)
 
 
@@ -48,12 +55,14 @@ class FocalLoss(nn.Module):
         self.num_classes, self.gamma = num_classes, gamma
         self.register_buffer("weight", weight if weight is not None else torch.ones(num_classes))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         soft = as_soft(target, self.num_classes)
         logp = F.log_softmax(logits.float(), dim=1)
         focal = (1 - logp.exp()).pow(self.gamma)
         per_sample = -(soft * focal * logp * self.weight).sum(1)
         norm = (soft * self.weight).sum(1)
+        if known is not None:
+            per_sample, norm = per_sample * known, norm * known
         return per_sample.sum() / norm.sum().clamp_min(1e-12)
 
 
@@ -64,9 +73,11 @@ class SoftF1Loss(nn.Module):
         super().__init__()
         self.num_classes, self.eps = num_classes, eps
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         y = as_soft(target, self.num_classes)
         p = F.softmax(logits.float(), dim=1)
+        if known is not None:  # a left-out sample counts as neither a hit nor a miss
+            y, p = y * known[:, None], p * known[:, None]
         tp = (p * y).sum(0)
         fp = (p * (1 - y)).sum(0)
         fn = ((1 - p) * y).sum(0)
@@ -103,12 +114,15 @@ class AgeDistLoss(nn.Module):
         super().__init__()
         self.l1 = l1
 
-    def forward(self, logits: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, dist: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         logp = F.log_softmax(logits.float(), dim=1)
-        kl = (dist * (torch.log(dist.clamp_min(1e-12)) - logp)).sum(1).mean()
+        kl = (dist * (torch.log(dist.clamp_min(1e-12)) - logp)).sum(1)
         years = torch.arange(logits.shape[1], dtype=torch.float32, device=logits.device)
-        err = ((logp.exp() - dist) @ years).abs().mean() / 10.0
-        return kl + self.l1 * err
+        err = ((logp.exp() - dist) @ years).abs()
+        if known is None:
+            return kl.mean() + self.l1 * (err.mean() / 10.0)
+        n = known.sum().clamp_min(1e-12)
+        return (kl * known).sum() / n + self.l1 * ((err * known).sum() / n / 10.0)
 
 
 class MultiHeadLoss(nn.Module):
@@ -116,25 +130,33 @@ class MultiHeadLoss(nn.Module):
 
     With an age distribution head (``encoder.age_bins`` > 0) targets are
     encoded to (N, 18 + years) rows: mask and gender from the 18 columns, the
-    age head from the rest.
+    age head from the rest. With partial labels (``encoder.partial``) the last
+    two columns say whether gender and age are known; each sample's gender and
+    age loss is weighted by them (0: left out, no gradient to that head).
     """
 
     def __init__(self, losses: list[nn.Module], weights: list[float], encoder=None):
         super().__init__()
         self.losses = nn.ModuleList(losses)
         self.weights = list(weights)
-        self.encoder = encoder if encoder is not None and encoder.age_bins else None
-        age = self.encoder.age_bins if self.encoder else HEAD_SIZES["age"]
+        self.encoder = encoder if encoder is not None and (encoder.age_bins or encoder.partial) else None
+        age = self.encoder.age_bins if self.encoder and self.encoder.age_bins else HEAD_SIZES["age"]
         self.sizes = [HEAD_SIZES["mask"], HEAD_SIZES["gender"], age]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         parts = torch.split(logits, self.sizes, dim=1)
+        known = [None, None, None]
         if self.encoder is None:
             targets = head_targets(target[:, 0] if target.dim() == 2 and target.shape[1] == 2 else target)
         else:
             soft = self.encoder(target)
-            targets = (*head_targets(soft[:, :NUM_CLASSES])[:2], soft[:, NUM_CLASSES:])
-        return sum(w * fn(z, t) for w, fn, z, t in zip(self.weights, self.losses, parts, targets))
+            if self.encoder.partial:
+                known = [None, soft[:, -2], soft[:, -1]]
+                soft = soft[:, :-2]
+            mask, gender, band = head_targets(soft[:, :NUM_CLASSES])
+            targets = (mask, gender, soft[:, NUM_CLASSES:] if self.encoder.age_bins else band)
+        return sum(w * (fn(z, t) if k is None else fn(z, t, k))
+                   for w, fn, z, t, k in zip(self.weights, self.losses, parts, targets, known))
 
 
 def loss_from_config(cfg, head: str, encoder=None) -> nn.Module:

@@ -6,6 +6,9 @@ right part of a partner photo (a face is left/right symmetric, so half a face
 of another person is still a face) and mixes the labels by the real pasted
 area. Its partners come from the whole training set, not only the batch, so
 the rare >=60 class can be pasted in every batch (``mix.partners=old``).
+
+A face whose gender or age is unknown (``data.sources``) is never mixed and
+never pasted: a mixed label would give it a share of an axis nobody labelled.
 """
 from __future__ import annotations
 
@@ -45,7 +48,10 @@ class HalvesMix:
         self.prob, self.ratio, self.partners = cfg.prob, tuple(cfg.ratio), cfg.partners
         self.dataset = dataset
         self.encode = encoder or TargetEncoder()
-        self.pools = partner_pools(dataset.frame["label"].to_numpy(int), cfg.partners)
+        frame = dataset.frame
+        complete = (frame["gender_known"].to_numpy(bool) & frame["age_known"].to_numpy(bool)
+                    if "gender_known" in frame else np.ones(len(frame), bool))
+        self.pools = {k: v[complete[v]] for k, v in partner_pools(frame["label"].to_numpy(int), cfg.partners).items()}
         if cfg.partners == "old" and not len(self.pools["old"]):
             raise ConfigError("mix.partners=old but the training split has no >=60 photos; use mix.partners=all")
         self.rng = np.random.default_rng(seed)
@@ -63,11 +69,12 @@ class HalvesMix:
         n, _, h, w = x.shape
         soft = self.encode(y)
         classes = self.encode.classes(y)
+        complete = self.encode.complete(y).cpu().numpy()
         x = x.clone()
         self.last = []
         for i in np.flatnonzero(self.rng.random(n) < self.prob):
             pool = self._pool(int(classes[i]))
-            if not len(pool):
+            if not len(pool) or not complete[i]:
                 continue
             j = int(pool[self.rng.integers(len(pool))])
             px, py = self.dataset[j]
@@ -103,9 +110,13 @@ class TimmMix:
         if even >= 2:
             x = x.clone()
             part = x[:even]
+            original = part.clone()
             lam = self.mixup._mix_batch(part)  # mixes the images in place (with their reverse) and returns lam
-            x[:even] = part
-            soft[:even] = soft[:even] * lam + soft[:even].flip(0) * (1.0 - lam)  # timm's mixup_target, any width
+            complete = self.encode.complete(y)[:even]
+            keep = complete & complete.flip(0)  # a row and its partner both fully labelled
+            x[:even] = torch.where(keep[:, None, None, None].to(x.device), part, original)
+            mixed = soft[:even] * lam + soft[:even].flip(0) * (1.0 - lam)  # timm's mixup_target, any width
+            soft[:even] = torch.where(keep[:, None], mixed, soft[:even])
         return x, soft
 
 

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .decode import Decoder, file_digest
+from .decode import Decoder
 from .images import ImageReadError
 
 log = logging.getLogger("maskcls")
@@ -134,7 +134,7 @@ def build_cache(paths: Sequence[str], decoder: Decoder, cache_dir: str | Path | 
 
     After a build, least recently used stores are evicted to keep the folder under ``max_gb`` (0: no cap).
     """
-    digests = [file_digest(p) if Path(p).is_file() else "missing:" + str(p) for p in paths]
+    digests = [decoder.item_digest(p) for p in paths]  # a file's content (and a face's box: data.sources)
     key = hashlib.sha1((decoder.digest() + "".join(digests)).encode()).hexdigest()[:16]
     folder = resolve_cache_dir(cache_dir) / key
     meta_path = folder / "meta.json"

@@ -18,7 +18,10 @@ class PhotoDataset(Dataset):
     """Yields ``(image tensor, class id)``; the class id is -1 when unlabelled.
 
     With ``ages=True`` the target is ``(class id, exact age)``, for heads that
-    learn the exact age (``targets.TargetEncoder``).
+    learn the exact age (``targets.TargetEncoder``). A table with partial
+    labels (``gender_known``/``age_known`` columns, from ``data.sources``)
+    yields ``(class id, exact age, known)``: ``known`` is 1 (gender known) + 2
+    (age known), so the loss can leave an unknown axis out.
 
     ``source(i)`` returns the decoded uint8 image of row ``i``. A row that fails
     to decode is reported once and replaced by the next good row, so a corrupt
@@ -32,7 +35,10 @@ class PhotoDataset(Dataset):
                  compose: Callable | None = None):
         self.frame = frame.reset_index(drop=True)
         self.labels = self.frame["label"].to_numpy(np.int64) if "label" in self.frame else None
-        self.ages = self.frame["age"].to_numpy(np.int64) if ages and self.labels is not None else None
+        partial = self.labels is not None and "gender_known" in self.frame
+        self.ages = self.frame["age"].to_numpy(np.int64) if (ages or partial) and self.labels is not None else None
+        self.known = (self.frame["gender_known"].to_numpy(bool) * 1 + self.frame["age_known"].to_numpy(bool) * 2
+                      ).astype(np.int64) if partial else None
         self.source = source
         self.transform = transform
         self.compose = compose
@@ -63,6 +69,8 @@ class PhotoDataset(Dataset):
             img = self.compose(j, img, self.source)
         x = self.transform(image=img)["image"]
         y = int(self.labels[j]) if self.labels is not None else -1
+        if self.known is not None:
+            return x, torch.tensor([y, int(self.ages[j]), int(self.known[j])])
         if self.ages is not None:
             return x, torch.tensor([y, int(self.ages[j])])
         return x, torch.tensor(y)

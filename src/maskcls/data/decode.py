@@ -52,6 +52,10 @@ class Decoder:
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
+    def item_digest(self, item: str) -> str:
+        """What the decode cache keys one item by: the file's content (``BoxDecoder`` adds the box)."""
+        return file_digest(item) if Path(item).is_file() else "missing:" + str(item)
+
     def __call__(self, source) -> np.ndarray:
         img = source if isinstance(source, np.ndarray) else load_rgb(source)
         if self._framer is not None:

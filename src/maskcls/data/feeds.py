@@ -40,8 +40,10 @@ class Feeds:
     """Training and validation batches of one run for one rank."""
 
     def __init__(self, cfg: Config, d: Dist, device: torch.device, train: tuple[pd.DataFrame, Callable],
-                 val: tuple[pd.DataFrame, Callable], norm: dict, ages: bool = False):
+                 val: tuple[pd.DataFrame, Callable], norm: dict, ages: bool = False,
+                 real: tuple[pd.DataFrame, Callable] | None = None):
         self.cfg, self.d, self.device = cfg, d, device
+        self.progress = cfg.train.progress and d.main
         self.batch = rank_batch(cfg.data.batch_size, d.world)
         (train_frame, train_source), (val_frame, val_source) = train, val
         self.train_frame = train_frame
@@ -54,6 +56,9 @@ class Feeds:
         self.gpu = use_gpu_path(cfg.data, device)
         self.sampler = EpochSampler(cfg.data.sampler, train_frame, rank=d.rank, world=d.world,
                                     power=cfg.data.sampler_power)
+        self.draws = self.sampler.n  # photos drawn per epoch (more than the competition's with data.sources)
+        # held-out faces of data.sources, scored by mask each epoch (small: CPU transform on every path)
+        self.real_ds = PhotoDataset(real[0], real[1], build_transform(cfg.data, train=False, **norm)) if real else None
         self._raw: list[PhotoDataset] = []
         if self.gpu:
             raw_train = PhotoDataset(train_frame, train_source, RawImage(), ages=ages, compose=self.chin)
@@ -73,7 +78,7 @@ class Feeds:
         """Optimizer batches per epoch on this rank (before ``train.max_batches``)."""
         if self.gpu or self.d.enabled:
             return math.ceil(len(self.sampler) / self.batch)
-        return math.ceil(len(self.train_ds) / self.batch)
+        return math.ceil(self.draws / self.batch)
 
     def train_batches(self, epoch_seed: int):
         """The loader of one epoch: order from ``epoch_seed``, augmentation from it and the rank."""
@@ -99,6 +104,18 @@ class Feeds:
         return DataLoader(self._val_part(self.val_ds), batch_size=self.cfg.eval.batch_size,
                           num_workers=self.cfg.data.workers)
 
+    def real_batches(self):
+        """The held-out faces of ``data.sources`` (every rank scores all of them; they are few)."""
+        return make_loader(self.real_ds, self.cfg, train=False)
+
+    def source_weights(self) -> dict:
+        """Each extra source's share of the draws (``data.sources`` weight)."""
+        f = self.train_frame
+        if "source_weight" not in f:
+            return {}
+        extra = f[f["source_weight"] > 0]
+        return extra.groupby("source")["source_weight"].first().to_dict()
+
     def gather(self, probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every rank's validation scores -> the whole validation set, each photo once."""
         return gather_eval(self.d, len(self.val_ds), probs, labels)
@@ -106,7 +123,8 @@ class Feeds:
     @property
     def errors(self) -> list[str]:
         """Files that failed to decode while training (only without the decode cache)."""
-        return [e for ds in (self.train_ds, self.val_ds, *self._raw) for e in ds.errors]
+        return [e for ds in (self.train_ds, self.val_ds, *self._raw, *([self.real_ds] if self.real_ds else []))
+                for e in ds.errors]
 
     def _val_part(self, ds: PhotoDataset):
         return Subset(ds, self.val_rows.tolist()) if self.d.enabled else ds

@@ -19,6 +19,8 @@ def training_frame(frame: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     out = frame
     if data.drop_train_ages:
         keep = ~out["age"].isin(list(data.drop_train_ages))
+        if "age_known" in out:  # an unknown age (data.sources) is a placeholder, not an age to drop
+            keep |= ~out["age_known"].to_numpy(bool)
         log.info("training without ages %s: %d of %d photos left out", data.drop_train_ages, (~keep).sum(), len(out))
         out = out[keep]
     if data.train_age_thresholds:

@@ -35,6 +35,40 @@ def sample_weights(kind: str, frame: pd.DataFrame, power: float = 1.0) -> np.nda
     return (counts.to_numpy(float) ** -power).astype(np.float64)
 
 
+def draw_weights(kind: str, frame: pd.DataFrame, power: float = 1.0) -> tuple[np.ndarray | None, int]:
+    """Per-photo drawing weights of one epoch (None: a plain permutation) and its number of draws.
+
+    Rows of an extra source (``data.sources``: a ``source_weight`` column above
+    0) are drawn with the expected share ``source_weight`` of every draw, and
+    so of every batch; the competition photos share the rest. Within the
+    competition photos the weighting is ``kind``'s; within a source the mask
+    states are balanced the same way (``class``), by photo (``person``) or
+    not (``none``). The epoch has ``competition photos / (1 - sum of weights)``
+    draws, so the competition photos are drawn as often as without sources.
+    """
+    if "source_weight" not in frame or not (frame["source_weight"] > 0).any():
+        if kind == "none":
+            return None, len(frame)
+        return sample_weights(kind, frame, power), len(frame)
+    extra = (frame["source_weight"] > 0).to_numpy()
+    base = frame[~extra]
+    weights = np.zeros(len(frame))
+    total = 0.0
+    if len(base):
+        w = np.ones(len(base)) if kind == "none" else sample_weights(kind, base, power)
+        share = 1.0 - float(frame.loc[extra].groupby("source")["source_weight"].first().sum())
+        weights[~extra] = w / w.sum() * share
+    for _, rows in frame[extra].groupby("source").groups.items():
+        part = frame.loc[rows]
+        by = {"class": "mask", "person": "person"}.get(kind)
+        w = np.ones(len(part)) if by is None else sample_weights(kind, part.assign(label=part["mask"]), power)
+        idx = frame.index.get_indexer(rows)
+        weights[idx] = w / w.sum() * float(part["source_weight"].iloc[0])
+    total = weights.sum()
+    draws = int(round(len(base) / (weights[~extra].sum() / total))) if len(base) else len(frame)
+    return weights / total, max(1, draws)
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """The order of one epoch from ``set_epoch(seed)``, optionally one shard of it.
 
@@ -48,8 +82,9 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __init__(self, kind: str, frame: pd.DataFrame, *, rank: int = 0, world: int = 1, seed: int = 0,
                  power: float = 1.0):
-        self.weights = None if kind == "none" else torch.as_tensor(sample_weights(kind, frame, power), dtype=torch.double)
-        self.n, self.rank, self.world, self.seed = len(frame), rank, world, seed
+        weights, draws = draw_weights(kind, frame, power)
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+        self.n, self.rank, self.world, self.seed = draws, rank, world, seed
 
     def set_epoch(self, seed: int) -> None:
         self.seed = seed
