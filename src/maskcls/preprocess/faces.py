@@ -15,8 +15,6 @@ Every detector takes an RGB uint8 photo and returns all face boxes
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
 from types import SimpleNamespace
 from typing import Callable, Sequence
 
@@ -132,37 +130,46 @@ class Mtcnn(_Lazy):
     sessions are made by mtcnn-runtime, which gives onnxruntime no thread
     count, so ``_build`` hands them this process's torch thread count
     (``train.threads``, split per process under torchrun; ``OMP_NUM_THREADS``
-    on the lean install, which has no torch): onnxruntime's own
-    default would take every core on top of torch's pool. Its boxes are
+    on the lean install, which has no torch; ``learned.ort_session``):
+    onnxruntime's own default would take every core on top of torch's pool. Its boxes are
     tighter than Haar's, so framing has its own geometry (``framing.PORTRAIT_FACE``).
     """
 
-    side = 480  # longer side of the working copy: the image pyramid's cost grows with its area
+    side: int | None = 480  # portraits: longer side of the working copy
+
+    def __init__(self, side: int | None = 480, min_face: float | None = None, threshold: float = 0.0):
+        # side: longer side of the working copy (the image pyramid's cost grows with its area); min_face: smallest
+        # face searched in working-copy pixels (None: 1/8 of the photo's shorter side, for portraits)
+        self.side, self.min_face, self.threshold = side, min_face, threshold
 
     def _build(self):
-        import onnxruntime as ort
         from mtcnnruntime import detector
 
-        torch = sys.modules.get("torch")  # the lean ONNX install has none: then OMP_NUM_THREADS, else ORT's default
-        threads = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        from .learned import ort_session
+
         # only mtcnn-runtime's own view of onnxruntime changes; everyone else's InferenceSession stays as it is
-        bounded = SimpleNamespace(InferenceSession=lambda path, **kw: ort.InferenceSession(path, sess_options=opts, **kw))
+        bounded = SimpleNamespace(InferenceSession=lambda path, **kw: ort_session(path))
         original, detector.onnxruntime = detector.onnxruntime, bounded
         try:
             return detector.MTCNN()
         finally:
             detector.onnxruntime = original
 
-    def __call__(self, rgb: np.ndarray) -> list[Box]:
-        work, scale, pad = work_copy(rgb, self.side)  # padded: a face cut by the frame still fits
-        min_face = max(20.0, MIN_FACE * min(work.shape[:2]))
+    def detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+        """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
+        work, scale, pad = work_copy(rgb, self.side or max(rgb.shape[:2]))  # padded: a face cut by the frame fits
+        min_face = self.min_face or max(20.0, MIN_FACE * min(work.shape[:2]))
         try:
             found, _ = self.model.detect(np.ascontiguousarray(work[..., ::-1]), min_face_size=min_face)  # wants BGR
         except ValueError:  # mtcnn-runtime stacks an empty list when no scale of the pyramid has a candidate
             return []
-        return to_photo([tuple(b[:4]) for b in found], scale, pad, rgb.shape)
+        found = [b for b in found if b[4] >= self.threshold]
+        scored = sorted(found, key=lambda b: -b[4])
+        boxes = to_photo([tuple(b[:4]) for b in scored], scale, pad, rgb.shape, keep_order=True)
+        return [(*b, float(s[4])) for b, s in zip(boxes, scored) if b is not None]
+
+    def __call__(self, rgb: np.ndarray) -> list[Box]:
+        return sorted((b[:4] for b in self.detect(rgb)), key=area, reverse=True)
 
 
 Stage = Sequence[Callable[[np.ndarray], list]]
@@ -208,10 +215,15 @@ def work_copy(img: np.ndarray, side: int, prepare: Callable[[np.ndarray], np.nda
     return cv2.copyMakeBorder(prepare(img), pad, pad, pad, pad, cv2.BORDER_REPLICATE), scale, pad
 
 
-def to_photo(boxes: list, scale: float, pad: int, shape: Sequence[int]) -> list[Box]:
-    """Boxes of the work copy in the photo's pixels, clipped, largest first."""
+def to_photo(boxes: list, scale: float, pad: int, shape: Sequence[int], keep_order: bool = False) -> list:
+    """Boxes of the work copy in the photo's pixels, clipped, largest first.
+
+    ``keep_order``: in the given order instead, with None for a box left empty by clipping.
+    """
     h, w = int(shape[0]), int(shape[1])
     out = [_clip(tuple(int(round((v - pad) / scale)) for v in b), w, h) for b in boxes]
+    if keep_order:
+        return [b if b[2] > b[0] and b[3] > b[1] else None for b in out]
     return sorted((b for b in out if b[2] > b[0] and b[3] > b[1]), key=area, reverse=True)
 
 
