@@ -63,6 +63,8 @@ def test_calibration_moves_and_scales_the_box():
     cal = L.Calibration(dx=0.1, dy=0.2, sw=1.5, sh=0.5)
     assert cal((0, 0, 100, 200)) == pytest.approx((-15, 90, 135, 190))  # centre (60, 140), 150 x 100
     assert L.Calibration()((3, 4, 50, 60)) == pytest.approx((3, 4, 50, 60))
+    det = FixedRun((0, 0, 100, 200, 0.9), calibration=cal)  # detect applies it, then clips to the photo
+    assert det.detect(np.zeros((300, 300, 3), np.uint8)) == [(0, 90, 135, 190, 0.9)]
 
 
 class FixedRun(L.SceneDetector):
