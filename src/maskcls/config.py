@@ -441,9 +441,7 @@ def validate(cfg: Config) -> None:
     if cfg.data.chin_masks and cfg.preprocess.face_crop:
         raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
     if d.sources:
-        from .data.sources import check_entries  # the entry rules live beside the readers
-
-        check_entries(cfg)
+        check_source_entries(cfg)
     if cfg.train.processes < 1:
         raise ConfigError(f"train.processes must be 1 or more, got {cfg.train.processes}")
     if cfg.model.freeze_blocks < 0:
@@ -465,3 +463,52 @@ def validate(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# data.sources entries (read by data/sources.py); checked here so validation needs no data code
+SOURCE_KINDS = ("boxes", "voc")
+SOURCE_ENTRY_KEYS = {"kind", "path", "weight", "classes", "holdout", "min_size", "name"}
+SOURCE_MIN_SIZE = 16
+
+
+def check_source_entries(cfg: Config) -> None:
+    """The shape of every ``data.sources`` entry (files are checked when read); one line naming the entry."""
+    total = 0.0
+    for i, e in enumerate(cfg.data.sources):
+        where = f"data.sources[{i}]"
+        if not isinstance(e, dict):
+            raise ConfigError(f"{where}: expected a mapping like {{kind: boxes, path: boxes.csv, weight: 0.25}}, "
+                              f"got {e!r}")
+        unknown = sorted(set(e) - SOURCE_ENTRY_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                              f"valid: {', '.join(sorted(SOURCE_ENTRY_KEYS))}")
+        if e.get("kind") not in SOURCE_KINDS:
+            raise ConfigError(f"{where}: kind {e.get('kind')!r} is not supported; choose one of {', '.join(SOURCE_KINDS)}")
+        if not e.get("path"):
+            raise ConfigError(f"{where}: needs a path (the boxes CSV, or the VOC folder)")
+        w = e.get("weight")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < 1:
+            raise ConfigError(f"{where}: weight {w!r} must be a number in (0, 1): the expected share of each "
+                              f"training batch drawn from it")
+        total += float(w)
+        if not isinstance(e.get("holdout", True), bool):
+            raise ConfigError(f"{where}: holdout must be true or false, got {e['holdout']!r}")
+        m = e.get("min_size", SOURCE_MIN_SIZE)
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 1:
+            raise ConfigError(f"{where}: min_size must be a number of pixels >= 1, got {m!r}")
+        classes = e.get("classes") or {}
+        if not isinstance(classes, dict) or any(v not in (0, 1, 2, None) for v in classes.values()):
+            raise ConfigError(f"{where}: classes must map VOC object names to 0 (wear), 1 (incorrect), "
+                              f"2 (not worn) or null (ignore), got {classes!r}")
+        if classes and e["kind"] != "voc":
+            raise ConfigError(f"{where}: classes applies to kind: voc only (a boxes CSV holds mask 0/1/2)")
+    if total >= 1:
+        raise ConfigError(f"data.sources: the weights add up to {total:g}; they are shares of each batch and must "
+                          f"leave the competition photos a part (sum < 1)")
+    if cfg.model.head != "multi":
+        raise ConfigError("data.sources needs model.head=multi: the single 18-way head cannot learn from faces "
+                          "whose gender or age is unknown (the multi head masks those axes out)")
+    if cfg.preprocess.background != "none":
+        raise ConfigError("data.sources frames faces from their boxes; it cannot be used with preprocess.background "
+                          f"({cfg.preprocess.background})")
