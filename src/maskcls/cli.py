@@ -85,11 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
               "(ImageID,ans in info.csv order); any other folder gives one row per image.",
               "  maskcls predict runs/train --source data/maskfaces\n"
               "  maskcls predict runs/train --source photos/ --probs --out photos.csv\n"
-              "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed")
+              "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed\n"
+              "  maskcls predict runs/train --source street.jpg --faces all --save   # every face, boxes drawn\n"
+              "  maskcls predict runs/train --source door.mp4 --save scene.smooth=1   # tracked faces, no smoothing")
     p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP)
-    p.add_argument("--source", metavar="DIR", help="data root with eval/info.csv, or any folder of images "
-                                                   "(default: the run's data.root)")
-    p.add_argument("--out", metavar="CSV", help="output CSV (default: <first run>/submission.csv or predictions.csv)")
+    p.add_argument("--source", metavar="SRC", help="a photo, a folder or glob of photos, a video file, a camera "
+                                                   "index (0) or a data root with eval/info.csv (submission)")
+    p.add_argument("--faces", choices=["one", "all"], help="one: the main face, one row per photo (default for photos);"
+                                                           " all: every face, faces.csv (default for video/camera)")
+    p.add_argument("--save", action="store_true",
+                   help="--faces all: annotated copies (photos, <video>.mp4) in annotated/ beside the CSV")
+    p.add_argument("--out", metavar="CSV", help="output CSV (default: faces.csv with --faces all, else "
+                                                "<first run>/submission.csv or predictions.csv)")
     p.add_argument("--probs", action="store_true", help="also write the 18 class and the per-axis probabilities")
     p.add_argument("--engine", choices=["torch", "onnx"], default=None,
                    help="inference engine (default: onnx for an .onnx file, else torch); "

@@ -123,7 +123,8 @@ def predict(args: argparse.Namespace) -> int:
 
     _split_runs(args)
     out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=_engine(args),
-                         overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing)
+                         overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing,
+                         faces=args.faces, save=args.save)
     print(f"written: {out}")
     return 0
 
