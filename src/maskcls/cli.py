@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
               "Without --answers it scores the persons the run held out (k-fold folder: out-of-fold).",
               "  maskcls evaluate runs/train\n"
               "  maskcls evaluate runs/train --answers data/maskfaces/eval/answers.csv eval.tta=[flip]\n"
-              "  maskcls evaluate runs/train --mask-set ../shared/realfaces")
+              "  maskcls evaluate runs/train --mask-set ../shared/realfaces\n"
+              "  maskcls evaluate runs/train --scenes ../shared/realmasks --held-out   # every face of street photos")
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--answers", metavar="CSV",
                    help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the persons the run held out "
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder for metrics files (default: the run folder)")
     p.add_argument("--mask-set", metavar="DIR", help="also score mask accuracy on real photos labelled only by mask "
                                                      "(DIR/labels.csv file,mask + DIR/images), e.g. ../shared/realfaces")
+    p.add_argument("--scenes", metavar="DIR", help="only score scenes instead: face recall, false faces per photo and "
+                                                   "mask accuracy by face size on DIR's images + boxes.csv")
+    p.add_argument("--held-out", action="store_true", help="--scenes: only the held-out photos (data.boxes)")
     _common(p, config=False, example="eval.tta=[flip]")
 
     p = _mode(sub, "predict", "write a submission CSV or per-file predictions",
