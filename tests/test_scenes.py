@@ -218,3 +218,51 @@ def test_evaluate_scenes_writes_scores_by_size(run, stub_detector, tmp_path, cap
     m = json.loads((tmp_path / "m" / "scenes_scenes.json").read_text())
     assert m["faces"] == 2 and m["by_size"][">=96"]["faces"] == 2 and m["by_size"]["32-48"]["faces"] == 0
     assert (tmp_path / "m" / "scenes_scenes_faces.csv").is_file()
+
+
+def test_serve_port_in_use_is_one_line_before_loading(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = main(["serve", str(tmp_path / "no-model-needed"), "--port", str(port), "-q"])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and f"port {port} on 127.0.0.1 is in use" in lines[0], err
+    assert "serving" not in out  # nothing announced
+
+
+def test_serve_binds_then_announces(monkeypatch, capsys):
+    """The address is printed only once the socket listens; uvicorn gets that very socket."""
+    import socket
+
+    import uvicorn
+
+    from maskcls.serve import app as app_mod
+
+    seen = {}
+
+    class FakeService:
+        ensemble = type("E", (), {"members": [1]})()
+
+    def fake_create_app(*a, **k):
+        seen["bound_at_load"] = sock_state()
+        return type("App", (), {"state": type("S", (), {"service": FakeService()})()})()
+
+    def sock_state():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", seen["port"])) == 0
+
+    def fake_run(self, sockets=None):
+        seen["ports"] = [s.getsockname()[1] for s in sockets]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        seen["port"] = s.getsockname()[1]
+    monkeypatch.setattr(app_mod, "create_app", fake_create_app)
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    app_mod.serve(["x"], port=seen["port"])
+    assert seen["bound_at_load"] and seen["ports"] == [seen["port"]]
+    assert f"http://127.0.0.1:{seen['port']}/" in capsys.readouterr().out
