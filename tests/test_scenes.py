@@ -136,7 +136,11 @@ def test_stream_stopped_midway_keeps_rows_and_a_readable_video(run, stub_detecto
     video = write_video(tmp_path / "door.mp4", frames=8)
     ens = Ensemble.load([run])
 
+    seen = {}
+
     def stop(k):
+        if k == 2:  # rows are on disk while the stream still runs (flushed per frame)
+            seen["rows"] = len(pd.read_csv(tmp_path / "faces.csv"))
         if k == 3:
             raise KeyboardInterrupt
 
@@ -144,7 +148,7 @@ def test_stream_stopped_midway_keeps_rows_and_a_readable_video(run, stub_detecto
         predict_scenes(ens, resolve_source(str(video)), tmp_path / "faces.csv", save=tmp_path / "ann",
                        progress=False, on_frame=stop)
     table = pd.read_csv(tmp_path / "faces.csv")
-    assert sorted(table["frame"].unique()) == [0, 1, 2, 3] and len(table) == 8
+    assert sorted(table["frame"].unique()) == [0, 1, 2, 3] and len(table) == 8 and seen["rows"] == 6
     assert len(read_video(tmp_path / "ann" / "door.mp4")) == 4
 
 
