@@ -192,10 +192,12 @@ def test_label_changes_counts_flips_within_tracks():
 
 def test_scene_matching_rules():
     truth = np.array([[0, 0, 40, 40], [100, 100, 120, 120], [200, 0, 300, 100]], float)  # 40 px, 20 px, 100 px
-    found = np.array([[2, 2, 40, 40], [100, 100, 121, 121], [400, 400, 450, 450], [0, 0, 40, 40]], float)
+    found = np.array([[2, 2, 40, 40], [100, 100, 121, 121], [400, 400, 450, 450], [0, 0, 40, 40],
+                      [101, 101, 121, 121]], float)
     hits, false = match_photo(truth, found)
     assert hits in ({0: 0}, {0: 3})  # the 20 px face is not counted, the 100 px face was missed
-    assert false.tolist().count(True) == 2 and not false[1]  # far box + duplicate are false; the small match ignored
+    # the far box and the second box on the 40 px face are false; both boxes on the 20 px face are ignored
+    assert false.tolist().count(True) == 2 and not false[1] and not false[4] and false[2]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mtcnnruntime") is None, reason="needs maskcls[mtcnn]")
