@@ -41,7 +41,7 @@ def measure(model: str, clip: str, overrides: list[str], threads: int, clock: st
         counts = scenes.stream(resolve_source(clip), out, progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         table = pd.read_csv(out, keep_default_na=False)
-    stages = pd.DataFrame(scenes.timer.frames).fillna(0.0)
+    stages = pd.DataFrame(list(scenes.timer.frames)).fillna(0.0)
     per_frame = stages.sum(axis=1).to_numpy()
     windows = [len(w) / w.sum() for w in np.array_split(per_frame, max(1, len(per_frame) // 30)) if w.sum() > 0]
     faces = table[table["x0"] != ""]

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _mode(sub, "predict", "write a submission CSV or per-file predictions",
               "Predict with one run or a soft-voting ensemble. A data root with eval/info.csv gives a submission "
-              "(ImageID,ans in info.csv order); any other folder gives one row per image.",
+              "(ImageID,ans in info.csv order); other photos one row per photo; --faces all (the default for a video or a "
+              "camera) one row per face and frame in faces.csv, with boxes and tracks.",
               "  maskcls predict runs/train --source data/maskfaces\n"
               "  maskcls predict runs/train --source photos/ --probs --out photos.csv\n"
               "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ class Timer:
 
     def __init__(self, clock=time.perf_counter):
         self.clock = clock
-        self.frames: list[dict] = []
+        self.frames: deque = deque(maxlen=100_000)  # the last hour or so: a camera may run for days
         self.now: dict = defaultdict(float)
 
     def stage(self, name: str, t0: float) -> float:

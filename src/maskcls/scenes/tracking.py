@@ -35,20 +35,29 @@ def bytetrack(fps: float, every: int):
 class Smoother:
     """Mean class probabilities of each track over its last ``window`` classified frames (0 or 1: off)."""
 
+    FORGET = 300  # calls after which a track not seen again is dropped (a camera may run for days)
+
     def __init__(self, window: int):
         self.window = max(1, int(window))
         self.history: dict[int, deque] = {}
+        self.seen: dict[int, int] = {}
+        self.calls = 0
 
     def __call__(self, tracks: np.ndarray, probs: np.ndarray) -> np.ndarray:
         if self.window == 1:
             return probs
+        self.calls += 1
         out = probs.copy()
         for k, t in enumerate(tracks):
             if t < 0:  # not (yet) a confirmed track: its own answer
                 continue
             h = self.history.setdefault(int(t), deque(maxlen=self.window))
             h.append(probs[k])
+            self.seen[int(t)] = self.calls
             out[k] = np.mean(h, axis=0)
+        if self.calls % self.FORGET == 0:
+            for t in [t for t, c in self.seen.items() if self.calls - c > self.FORGET]:
+                del self.history[t], self.seen[t]
         return out
 
 
