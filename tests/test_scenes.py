@@ -60,7 +60,7 @@ def run(tiny_run, tmp_path):
 def write_video(path, frames: int = 6, fps: float = 10.0):
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (320, 240))
     for k in range(frames):
-        out.write(cv2.cvtColor(two_faces(shift=2 * k), cv2.COLOR_RGB2BGR))
+        out.write(cv2.cvtColor(two_faces(shift=2 * (k % 20)), cv2.COLOR_RGB2BGR))
     out.release()
     return path
 
@@ -272,3 +272,30 @@ def test_serve_binds_then_announces(monkeypatch, capsys):
     app_mod.serve(["x"], port=seen["port"])
     assert seen["bound_at_load"] and seen["ports"] == [seen["port"]]
     assert f"http://127.0.0.1:{seen['port']}/" in capsys.readouterr().out
+
+
+@needs_scenes
+def test_killed_stream_process_keeps_rows_and_a_readable_video(run, tmp_path):
+    """``kill`` (SIGTERM) on a real `maskcls predict` process ends it like Ctrl-C: rows and frames so far stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    video = write_video(tmp_path / "door.mp4", frames=400)
+    out = tmp_path / "faces.csv"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "maskcls.cli", "predict", run, "--source", str(video), "--save",
+                             "--out", str(out), "scene.every=1", "-q"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while (not out.is_file() or len(out.read_text().splitlines()) < 6) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted after" in err, err
+    table = pd.read_csv(out)
+    frames = read_video(tmp_path / "annotated" / "door.mp4")
+    assert 0 < table["frame"].nunique() < 400 and len(frames) == table["frame"].nunique()

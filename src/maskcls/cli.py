@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("maskcls: interrupted (checkpoints written so far are kept)", file=sys.stderr)
+        print("maskcls: interrupted (checkpoints and rows written so far are kept)", file=sys.stderr)
         return 130
     except errors as e:  # type: ignore[misc]
         print(f"maskcls: error: {e}", file=sys.stderr)

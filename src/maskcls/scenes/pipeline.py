@@ -42,6 +42,24 @@ class Timer:
         self.now = defaultdict(float)
 
 
+def _stop_on_sigterm():
+    """SIGTERM (``kill``, ``docker stop``) ends a stream like Ctrl-C: rows and video frames so far are kept.
+
+    Returns the function that puts the previous handler back (a no-op outside the main thread).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 class ScenePredictor:
     """Finds, classifies (and on video tracks) every face; writes faces.csv and, with ``save``, annotated copies."""
 
@@ -95,6 +113,7 @@ class ScenePredictor:
         counts = {"frames": 0, "faces": 0}
         last = (np.zeros(0, int), Faces(np.zeros((0, 4), int), np.zeros(0), np.zeros((0, 18), np.float32)), [])
         bar = tqdm(total=frames.frames or None, desc="frames", unit="frame", disable=not progress)
+        restore = _stop_on_sigterm()
         try:
             with FacesCsv(out) as table:
                 t = self.timer.clock()
@@ -130,6 +149,7 @@ class ScenePredictor:
                         f", {video.path} their frames" if video else "")
             raise
         finally:
+            restore()
             bar.close()
             if video is not None:
                 video.close()
