@@ -30,7 +30,6 @@ PENDING_COMMANDS = {
     "maskcls predict --source clip.mp4 --faces all --save": "lands with issue #21/#20 (--faces, --save)",
     "maskcls predict --source 0 --faces all": "lands with issue #21/#20 (--faces, webcam source)",
     "maskcls serve": "lands with issue #20 (MODEL optional: the shipped model)",
-    "maskcls evaluate runs/train --scenes ../shared/realmasks": "lands with issue #21 (evaluate --scenes)",
 }
 # Links to files that other branches add.
 PENDING_LINKS = {

@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from maskcls import labels as L
-from maskcls.data.decode import Decoder
 from maskcls.decision import decide
 from maskcls.predict import Ensemble
 from maskcls.serve.app import create_app
@@ -22,7 +21,7 @@ SETTINGS = ServeSettings(max_bytes=200_000, max_pixels=1_000_000, max_files=4, t
 
 @pytest.fixture(scope="module")
 def service(tiny_run):
-    return Service.load([tiny_run], settings=SETTINGS)
+    return Service.load([tiny_run], settings=SETTINGS, face_crop=False)  # whole photos: the drawn faces fool MTCNN
 
 
 @pytest.fixture(scope="module")
@@ -134,32 +133,37 @@ def test_health_and_page(client, tiny_run):
     assert "http://" not in html.replace("http://localhost", "") and "https://" not in html  # no CDN
 
 
-def test_two_faces_two_results(service, tiny_run, photo, monkeypatch):
-    """A detector that finds two faces gives two boxed results, each from its own crop."""
-    from maskcls.preprocess.faces import crop_box
+def test_faces_are_found_by_default(service):
+    assert Service(service.ensemble, settings=SETTINGS).finder is not None and service.finder is None
 
-    boxes = [(2, 4, 30, 40), (20, 20, 44, 60)]
-    monkeypatch.setattr(Decoder, "faces", lambda self, img: list(boxes))
-    faces_client = TestClient(create_app(service=Service(service.ensemble, runs=service.runs, settings=SETTINGS,
-                                                         face_crop=True)))
+
+def test_two_faces_two_results(service, tiny_run, photo, monkeypatch):
+    """A detector that finds two faces gives two boxed results, each framed as predict --faces all frames it."""
+    from maskcls.scenes.finder import FaceFinder
+
+    boxes = np.array([(20, 20, 44, 60), (2, 4, 30, 40)])
+    monkeypatch.setattr(FaceFinder, "find", lambda self, img: (boxes, np.full(2, 0.9)))
+    svc = Service(service.ensemble, runs=service.runs, settings=SETTINGS)
+    faces_client = TestClient(create_app(service=svc))
     r = faces_client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
     assert r.status_code == 200, r.text
     faces = r.json()["faces"]
-    assert [f["box"] for f in faces] == [list(b) for b in boxes]
+    assert [f["box"] for f in faces] == boxes.tolist()
     img = np.asarray(Image.open(photo).convert("RGB"))
     pred = Ensemble.load([tiny_run], device="cpu")
-    for f, b in zip(faces, boxes):
-        x0, y0, x1, y1 = crop_box(b, img.shape, pred.cfg.preprocess.face_margin)
-        expected = pred.predict_images([img[y0:y1, x0:x1]])[0]
-        c = int(decide(expected[None], pred.decision)[0])
+    expected = pred.predict_images(svc.finder.crops(img, boxes), photos=False)
+    for f, e in zip(faces, expected):
+        c = int(decide(e[None], pred.decision)[0])
         assert f["result"]["class_id"] == c
-        assert f["result"]["confidence"] == pytest.approx(expected[c], abs=1e-4)
+        assert f["result"]["confidence"] == pytest.approx(e[c], abs=1e-4)
     assert r.json()["class_id"] == faces[0]["result"]["class_id"]  # top level: the largest face
 
 
 def test_no_face_found_falls_back_to_whole_photo(service, photo, monkeypatch):
-    monkeypatch.setattr(Decoder, "faces", lambda self, img: [])
-    svc = Service(service.ensemble, settings=SETTINGS, face_crop=True)
+    from maskcls.scenes.finder import FaceFinder
+
+    monkeypatch.setattr(FaceFinder, "find", lambda self, img: (np.zeros((0, 4), int), np.zeros(0)))
+    svc = Service(service.ensemble, settings=SETTINGS)
     out = svc.predict([np.asarray(Image.open(photo).convert("RGB"))])[0]
     assert [f["box"] for f in out["faces"]] == [None]
 

@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
               "Without --answers it scores the persons the run held out (k-fold folder: out-of-fold).",
               "  maskcls evaluate runs/train\n"
               "  maskcls evaluate runs/train --answers data/maskfaces/eval/answers.csv eval.tta=[flip]\n"
-              "  maskcls evaluate runs/train --mask-set ../shared/realfaces")
+              "  maskcls evaluate runs/train --mask-set ../shared/realfaces\n"
+              "  maskcls evaluate runs/train --scenes ../shared/realmasks --held-out   # every face of street photos")
     p.add_argument("run", help=RUN_HELP)
     p.add_argument("--answers", metavar="CSV",
                    help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the persons the run held out "
@@ -78,18 +79,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="folder for metrics files (default: the run folder)")
     p.add_argument("--mask-set", metavar="DIR", help="also score mask accuracy on real photos labelled only by mask "
                                                      "(DIR/labels.csv file,mask + DIR/images), e.g. ../shared/realfaces")
+    p.add_argument("--scenes", metavar="DIR", help="only score scenes instead: face recall, false faces per photo and "
+                                                   "mask accuracy by face size on DIR's images + boxes.csv")
+    p.add_argument("--held-out", action="store_true", help="--scenes: only the held-out photos (data.boxes)")
     _common(p, config=False, example="eval.tta=[flip]")
 
     p = _mode(sub, "predict", "write a submission CSV or per-file predictions",
               "Predict with one run or a soft-voting ensemble. A data root with eval/info.csv gives a submission "
-              "(ImageID,ans in info.csv order); any other folder gives one row per image.",
+              "(ImageID,ans in info.csv order); other photos one row per photo; --faces all (the default for a video or a "
+              "camera) one row per face and frame in faces.csv, with boxes and tracks.",
               "  maskcls predict runs/train --source data/maskfaces\n"
               "  maskcls predict runs/train --source photos/ --probs --out photos.csv\n"
-              "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed")
+              "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed\n"
+              "  maskcls predict runs/train --source street.jpg --faces all --save   # every face, boxes drawn\n"
+              "  maskcls predict runs/train --source door.mp4 --save scene.smooth=1   # tracked faces, no smoothing")
     p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP)
-    p.add_argument("--source", metavar="DIR", help="data root with eval/info.csv, or any folder of images "
-                                                   "(default: the run's data.root)")
-    p.add_argument("--out", metavar="CSV", help="output CSV (default: <first run>/submission.csv or predictions.csv)")
+    p.add_argument("--source", metavar="SRC", help="a photo, a folder or glob of photos, a video file, a camera "
+                                                   "index (0) or a data root with eval/info.csv (submission)")
+    p.add_argument("--faces", choices=["one", "all"], help="one: the main face, one row per photo (default for photos);"
+                                                           " all: every face, faces.csv (default for video/camera)")
+    p.add_argument("--save", action="store_true",
+                   help="--faces all: annotated copies (photos, <video>.mp4) in annotated/ beside the CSV")
+    p.add_argument("--out", metavar="CSV", help="output CSV (default: faces.csv with --faces all, else "
+                                                "<first run>/submission.csv or predictions.csv)")
     p.add_argument("--probs", action="store_true", help="also write the 18 class and the per-axis probabilities")
     p.add_argument("--engine", choices=["torch", "onnx"], default=None,
                    help="inference engine (default: onnx for an .onnx file, else torch); "
@@ -250,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("maskcls: interrupted (checkpoints written so far are kept)", file=sys.stderr)
+        print("maskcls: interrupted (checkpoints and rows written so far are kept)", file=sys.stderr)
         return 130
     except errors as e:  # type: ignore[misc]
         print(f"maskcls: error: {e}", file=sys.stderr)

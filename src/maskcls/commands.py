@@ -68,6 +68,9 @@ def train(args: argparse.Namespace) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
 
+    if args.scenes:
+        return _evaluate_scenes(args)
+
     m, out = evaluate_run(args.run, answers=args.answers, images=args.images, out=args.out, overrides=args.overrides,
                           progress=not args.quiet)
     from .metrics import summary_text
@@ -90,6 +93,20 @@ def evaluate(args: argparse.Namespace) -> int:
         from .report import run_folder
 
         print(f"model card: {write_model_card(run_folder(args.run))}")
+    return 0
+
+
+def _evaluate_scenes(args: argparse.Namespace) -> int:
+    from .predict import Ensemble
+    from .run import run_folder
+    from .scenes.scoring import evaluate_scenes, scenes_text
+
+    engine = "onnx" if str(args.run).endswith(".onnx") else "torch"
+    ens = Ensemble.load([args.run], overrides=args.overrides, engine=engine)
+    m, path = evaluate_scenes(ens, args.scenes, out=args.out or run_folder(args.run), held_out=args.held_out,
+                              progress=not args.quiet)
+    print(scenes_text(m, f"scenes {args.scenes}{' (held-out photos)' if args.held_out else ''}"))
+    print(f"written: {path}")
     return 0
 
 
@@ -123,7 +140,8 @@ def predict(args: argparse.Namespace) -> int:
 
     _split_runs(args)
     out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=_engine(args),
-                         overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing)
+                         overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing,
+                         faces=args.faces, save=args.save)
     print(f"written: {out}")
     return 0
 

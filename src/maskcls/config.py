@@ -124,6 +124,13 @@ class EvalConfig:
 
 
 @dataclass
+class SceneConfig:
+    every: int = 3  # video: find and classify faces on every Nth frame, hold boxes and answers between (1: every frame)
+    smooth: int = 5  # video: mean of a tracked face's answers over its last N classified frames (1: off)
+    detect_side: int = 640  # scenes: detect faces on a copy with at most this longer side (smaller: faster, misses small faces)
+
+
+@dataclass
 class TuneConfig:
     space: dict = field(  # searched keys: {low, high[, log]} or {choices}
         default_factory=lambda: {
@@ -148,6 +155,7 @@ class Config:
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
@@ -442,6 +450,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
     if d.sources:
         check_source_entries(cfg)
+    if cfg.scene.every < 1 or cfg.scene.smooth < 0 or cfg.scene.detect_side < 64:
+        raise ConfigError(f"scene.every must be >= 1, scene.smooth >= 0 (0/1: off) and scene.detect_side >= 64; got "
+                          f"{cfg.scene.every}, {cfg.scene.smooth}, {cfg.scene.detect_side}")
     if cfg.train.processes < 1:
         raise ConfigError(f"train.processes must be 1 or more, got {cfg.train.processes}")
     if cfg.model.freeze_blocks < 0:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ConfigError
-from .data.reader import DataError, read_answers, read_eval, read_folder
+from .data.reader import DataError, read_answers, read_eval
 from .decision import class_bias
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
@@ -120,15 +120,32 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
 
 def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out: str | None = None,
                    with_probs: bool = False, engine: str = "torch", overrides: Sequence[str] = (),
-                   progress: bool = True, allow_missing: bool = False) -> Path:
-    """Submission CSV for a data root with eval/info.csv, else one row per image of a folder.
+                   progress: bool = True, allow_missing: bool = False, faces: str | None = None,
+                   save: bool = False) -> Path:
+    """Submission CSV for a data root with eval/info.csv, else one row per photo (``faces="one"``, the default
+    for photos) or one row per face of every photo or video frame in faces.csv (``faces="all"``, the default
+    for a video or camera; ``maskcls.scenes``).
 
     Images that cannot be read get ``ans=-1`` in a submission (never a class);
     the file is written either way, then a DataError says how many unless
     ``allow_missing`` (a warning then).
     """
+    from .scenes.sources import MISSING, resolve_source
+
     ens = Ensemble.load(runs, overrides=overrides, engine=engine)
-    src = Path(source or ens.cfg.data.root)
+    if source is None:
+        raise DataError(MISSING)
+    src = Path(source)
+    if not ((src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file()):
+        scene = resolve_source(source)
+        if (faces or ("one" if scene.kind == "photos" else "all")) == "all" or scene.kind != "photos":
+            from .scenes.pipeline import predict_scenes
+
+            out = Path(out or "faces.csv")
+            return predict_scenes(ens, scene, out, save=out.parent / "annotated" if save else None, progress=progress,
+                                  max_faces=1 if faces == "one" else 0)
+        if save:
+            raise ConfigError("--save draws every face's box: use it with --faces all")
     run_dir = run_folder(ens.members[0].path)
     warnings = ens.warnings()
     for w in warnings:
@@ -142,7 +159,9 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
             write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True,
                                      source=frame, decision=ens.decision, **table)
     else:
-        frame = read_folder(src)  # any photos: framed like training portraits first (preprocess.frame_photos)
+        # any photos: framed like training portraits first (preprocess.frame_photos)
+        frame = pd.DataFrame({"ImageID": [scene.file_name(p) for p in scene.paths],
+                              "path": [str(p) for p in scene.paths]})
         probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
         low = int((probs.max(1) < ens.cfg.eval.min_confidence).sum()) if len(probs) else 0
         if low:

@@ -35,7 +35,7 @@ log = logging.getLogger("maskcls")
 
 # Overrides a trained model can take. Keys ending in "." are prefixes.
 PIXEL_KEYS = ("data.decode_size", "data.image_size", "data.crop_fraction", "preprocess.")
-EVAL_KEYS = ("eval.", "data.batch_size", "data.cache", "data.cache_dir", "data.cache_max_gb", "data.workers", "data.root", "data.relabel",
+EVAL_KEYS = ("eval.", "scene.", "data.batch_size", "data.cache", "data.cache_dir", "data.cache_max_gb", "data.workers", "data.root", "data.relabel",
              "train.device", "train.threads", "train.progress", "name", "project")
 # Why the others are refused (first matching prefix wins).
 REFUSED = (

@@ -152,9 +152,37 @@ def app_from_env() -> FastAPI:
                       api_key=os.environ.get(API_KEY_ENV) or None)
 
 
+def bind(host: str, port: int):
+    """A listening TCP socket on ``host:port``, or a ConfigError line saying why not (e.g. the port is in use).
+
+    Binding before anything is announced means the address printed is one that really listens.
+    """
+    import errno
+    import socket
+
+    from ..config import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a recently closed port is free
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is in use by another program: stop it or pass --port N") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    return sock
+
+
 def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000, engine: str = "torch",
           overrides: Sequence[str] = ()) -> None:
-    """``maskcls serve``: one process, model loaded before the port opens."""
+    """``maskcls serve``: one process; the port is bound first, the model loaded, then the address announced."""
     import uvicorn
 
     from ..config import ConfigError
@@ -164,7 +192,12 @@ def serve(runs: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8000,
         require_key_for(host, key)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    app = create_app(runs, engine, ServeSettings.from_env(), api_key=key, overrides=overrides)
-    print(f"maskcls: serving {len(app.state.service.ensemble.members)} model(s) ({engine}) on http://{host}:{port}/"
-          + (" (API key required: header X-API-Key)" if key else ""))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    sock = bind(host, port)
+    try:
+        app = create_app(runs, engine, ServeSettings.from_env(), api_key=key, overrides=overrides)
+        port = sock.getsockname()[1]
+        print(f"maskcls: serving {len(app.state.service.ensemble.members)} model(s) ({engine}) on "
+              f"http://{host}:{port}/" + (" (API key required: header X-API-Key)" if key else ""), flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,9 +1,10 @@
 """What the HTTP layer calls: the loaded model(s), face handling and readable results.
 
-Models load once per process. With ``preprocess.face_crop`` every face the
-detector finds is cropped (``preprocess.faces.crop_box``, as in training) and
-classified on its own; otherwise, or when no face is found, the whole photo
-goes through the run's own Decoder, exactly as in ``maskcls predict``.
+Models load once per process. Every face is found (``scenes.FaceFinder``,
+as ``maskcls predict --faces all``: boxes in the photo's pixels, each face
+framed like a training portrait, all faces of a photo in one batch) and
+classified on its own; ``face_crop=False`` or a photo without a face sends
+the whole photo through the run's own photo Decoder, as ``maskcls predict``.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import labels as L
-from ..data.decode import Decoder
-from ..predict import Ensemble, Predictor
+from ..predict import Ensemble
 from ..summary import summarize
 
 
@@ -60,13 +60,13 @@ class Service:
         self.ensemble, self.runs, self.engine = ensemble, [str(r) for r in runs], engine
         self.settings = settings or ServeSettings()
         cfg = ensemble.cfg
-        self.face_crop = cfg.preprocess.face_crop if face_crop is None else face_crop
+        self.face_crop = True if face_crop is None else face_crop  # find every face unless told not to
         self.thresholds = cfg.data.age_thresholds
         self.min_confidence = cfg.eval.min_confidence
-        self.detector: Decoder = ensemble.members[0].decoder
-        # Face crops are made here, so their decoder only resizes (and removes the background if configured).
-        self.faces_ensemble = Ensemble([self._face_member(m) for m in ensemble.members],
-                                       ensemble._decision) if self.face_crop else None
+        from ..scenes.finder import FaceFinder
+
+        self.finder = FaceFinder(ensemble, side=cfg.scene.detect_side,
+                                 max_faces=self.settings.max_faces) if self.face_crop else None
 
     @classmethod
     def load(cls, runs: Sequence[str | Path], engine: str = "torch", settings: ServeSettings | None = None,
@@ -74,12 +74,6 @@ class Service:
         settings = settings or ServeSettings()
         return cls(Ensemble.load(runs, engine=engine, threads=settings.threads, overrides=overrides),
                    runs=[str(r) for r in runs], engine=engine, settings=settings, face_crop=face_crop)
-
-    @staticmethod
-    def _face_member(member: Predictor) -> Predictor:
-        """The same run (and model) with a decoder that only resizes: the crop is made here."""
-        return Predictor(member.run, Decoder(member.cfg.data, dataclasses.replace(member.cfg.preprocess,
-                                                                                   face_crop=False)))
 
     def info(self) -> dict:
         cfg = self.ensemble.cfg
@@ -94,18 +88,14 @@ class Service:
         return self.ensemble.warnings()
 
     def _jobs(self, images: Sequence[np.ndarray]) -> list[tuple[int, list | None, np.ndarray]]:
-        """(photo index, face box or None, pixels) for every region to classify."""
+        """(photo index, face box or None, pixels: the framed face, or the whole photo) for every region to classify."""
         jobs = []
         for i, img in enumerate(images):
-            boxes = list(self.detector.faces(img))[: self.settings.max_faces] if self.face_crop else []
-            if not boxes:
+            boxes = self.finder.find(img)[0] if self.finder is not None else []
+            if not len(boxes):
                 jobs.append((i, None, img))
-                continue
-            from ..preprocess.faces import crop_box
-
-            for box in boxes:
-                x0, y0, x1, y1 = crop_box(tuple(int(v) for v in box), img.shape, self.ensemble.cfg.preprocess.face_margin)
-                jobs.append((i, [int(v) for v in box], img[y0:y1, x0:x1]))
+            for box, crop in zip(boxes, self.finder.crops(img, boxes) if len(boxes) else []):
+                jobs.append((i, [int(v) for v in box], crop))
         return jobs
 
     def predict(self, images: Sequence[np.ndarray]) -> list[dict]:
@@ -114,10 +104,9 @@ class Service:
         probs = np.zeros((len(jobs), L.NUM_CLASSES), np.float32)
         whole = [k for k, j in enumerate(jobs) if j[1] is None]
         faces = [k for k, j in enumerate(jobs) if j[1] is not None]
-        for rows, ens in ((whole, self.ensemble), (faces, self.faces_ensemble)):
-            if rows:
-                # whole photos are framed like training portraits first (preprocess.frame_photos)
-                probs[rows] = ens.predict_images([jobs[k][2] for k in rows], photos=ens is self.ensemble)
+        for rows, photos in ((whole, True), (faces, False)):
+            if rows:  # whole photos are framed like training portraits first (preprocess.frame_photos); faces are
+                probs[rows] = self.ensemble.predict_images([jobs[k][2] for k in rows], photos=photos)
         out = [{"width": int(img.shape[1]), "height": int(img.shape[0]), "faces": []} for img in images]
         for (i, box, _), p in zip(jobs, probs):
             out[i]["faces"].append({"box": box, "result": summarize(p, decision=self.ensemble.decision,
