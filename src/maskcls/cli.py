@@ -201,8 +201,9 @@ def user_errors() -> tuple:
     from .checkpoint import CheckpointError
     from .data.images import ImageReadError
     from .data.reader import DataError
+    from .io import OutputError
 
-    errors = [ConfigError, CheckpointError, DataError, ImageReadError, FileNotFoundError]
+    errors = [ConfigError, CheckpointError, DataError, ImageReadError, FileNotFoundError, OutputError]
     try:
         from .models import ModelError  # needs torch and timm: absent from the lean install
 

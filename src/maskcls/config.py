@@ -402,4 +402,6 @@ def validate(cfg: Config) -> None:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from .io import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

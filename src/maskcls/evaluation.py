@@ -13,6 +13,7 @@ import pandas as pd
 from .config import ConfigError
 from .data.reader import DataError, read_answers, read_eval, read_folder
 from .decision import class_bias
+from .io import atomic_path, check_folder, check_output, write_csv, write_text
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 
@@ -78,10 +79,9 @@ def evaluate_mask_set(run: str | Path, root: str | Path, *, out: str | None = No
     m = {"set": str(root), **mask_metrics(kept["mask"].to_numpy(), ens.classes(probs) // 6),
          "unreadable": len(frame) - len(kept),
          "framing": resolve_detector(pre.detector) if pre.frame_photos or pre.face_crop else None}
-    folder = Path(out) if out else run_folder(run)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_folder(out) if out else run_folder(run)
     path = folder / f"mask_set_{Path(root).resolve().name}.json"
-    path.write_text(json.dumps(m, indent=2))
+    write_text(path, json.dumps(m, indent=2))
     return m, path
 
 
@@ -94,6 +94,8 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
     """
     from .metrics import NO_PREDICTION, compute_metrics, write_metrics  # scikit-learn, matplotlib: the training install
 
+    if out:
+        check_folder(out)  # before any work: a bad --out is one line, at once
     ens = load_models([run], overrides, engine)
     if answers:
         kept = read_answers(answers, images or str(Path(answers).parent / "images"))
@@ -119,8 +121,9 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
                           "pred": pred, "confidence": probs.max(1).round(4)})
     if "person" in kept:
         preds["person"] = kept["person"].to_numpy()
-    preds.to_csv(folder / f"{stem}_predictions.csv", index=False)
-    np.save(folder / f"{stem}_probs.npy", probs.astype(np.float32))
+    write_csv(preds, folder / f"{stem}_predictions.csv")
+    with atomic_path(folder / f"{stem}_probs.npy") as tmp:
+        np.save(tmp, probs.astype(np.float32))
     return m, path
 
 
@@ -133,6 +136,8 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     the file is written either way, then a DataError says how many unless
     ``allow_missing`` (a warning then).
     """
+    if out:
+        check_output(out)  # before any work: a bad --out is one line, at once
     ens = load_models(runs, overrides, engine)
     src = Path(source or ens.cfg.data.root)
     run_dir = run_folder(ens.members[0].path)

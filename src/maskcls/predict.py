@@ -16,6 +16,7 @@ import pandas as pd
 from . import labels as L
 from .config import Config
 from .decision import class_bias, decide
+from .io import atomic_write, write_csv
 from .run import Run, expand_runs, kfold_decision, open_runs
 
 # torch is imported inside the torch engine's methods: ONNX prediction (onnx_model) runs without it
@@ -167,13 +168,11 @@ def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, in
                     missing[0])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(out, newline="") as f:
         w = csv.writer(f)
         w.writerow(["ImageID", "ans"])
         for i in order:
             w.writerow([i, pred.get(i, MISSING)])
-    tmp.replace(out)
     return out
 
 
@@ -230,5 +229,5 @@ def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | 
                *names, *([f"p{k}" for k in range(L.NUM_CLASSES)] if with_probs else [])]
     table = pd.DataFrame(rows, columns=columns)
     table["class_id"] = table["class_id"].astype("Int64")  # empty, not NaN-float, for unreadable files
-    table.to_csv(out, index=False)
+    write_csv(table, out)
     return out
