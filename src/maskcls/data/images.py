@@ -47,6 +47,10 @@ def load_rgb(source) -> np.ndarray:
             return to_rgb(img)
     except FileNotFoundError:
         raise ImageReadError(name, "file not found") from None
+    except PermissionError:
+        raise ImageReadError(name, "cannot read it: permission denied") from None
+    except IsADirectoryError:
+        raise ImageReadError(name, "is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ImageReadError(name, "not an image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as e:
