@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import inspect
 import io
+import math
 import tokenize
 import types
 import typing
@@ -247,6 +248,7 @@ def describe_keys(cfg: Config | None = None) -> list[dict]:
                 continue
             tp = hints[f.name]
             out.append({"key": prefix + f.name, "value": value, "default": dflt, "choices": f.metadata.get("choices"),
+                        "range": BOUNDS.get(prefix + f.name),
                         "type": tp.__name__ if isinstance(tp, type) and not typing.get_args(tp)
                         else str(tp).replace("typing.", ""),
                         "help": helps.get(f.name, "")})
@@ -349,7 +351,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that single fields cannot express."""
+    """Cross-field checks that single fields cannot express, then every numeric key against ``BOUNDS``."""
     name = str(cfg.name)
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
         raise ConfigError(f"name: {name!r} must be a plain folder name: runs are written under project/ "
@@ -399,9 +401,92 @@ def validate(cfg: Config) -> None:
     for t in cfg.eval.tta:
         if t not in ("flip", "shift"):
             raise ConfigError(f"eval.tta: '{t}' is not supported; choose from flip, shift")
+    check_bounds(cfg)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     from .io import write_text
 
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# The range of every numeric key, written once: ``validate`` enforces it and ``maskcls cfg`` prints it, so the two
+# cannot drift apart (tests/test_config_bounds.py checks that every numeric key has one). Interval notation:
+# [ ] include the end, ( ) exclude it, inf: no upper limit. A list key's range applies to each of its numbers.
+BOUNDS: dict[str, str] = {
+    "data.age_thresholds": "[1, 120]",
+    "data.train_age_thresholds": "[1, 120]",
+    "data.drop_train_ages": "[0, 120]",
+    "data.val_fraction": "[0, 1)",
+    "data.folds": "[2, 100]",
+    "data.fold": "[0, 99]",
+    "data.decode_size": "[8, 4096]",
+    "data.image_size": "[8, 4096]",
+    "data.crop_fraction": "(0, 1]",
+    "data.chin_masks": "[0, 1]",
+    "data.cache_max_gb": "[0, inf)",
+    "data.batch_size": "[1, 65536]",
+    "data.workers": "[0, 256]",
+    "data.sampler_power": "[0, 1]",
+    "data.max_persons": "[0, inf)",
+    "preprocess.face_margin": "[0, 5]",
+    "model.drop_rate": "[0, 1)",
+    "model.drop_path_rate": "[0, 1)",
+    "model.freeze_blocks": "[0, 100]",
+    "model.age_sigma": "(0, 50]",
+    "loss.label_smoothing": "[0, 1)",
+    "loss.gamma": "[0, 10]",
+    "loss.head_weights": "[0, 100]",
+    "loss.age_l1": "[0, 100]",
+    "mix.prob": "[0, 1]",
+    "mix.ratio": "(0, 1)",
+    "mix.alpha": "(0, 100]",
+    "train.epochs": "[1, 100000]",
+    "train.lr": "(0, 10]",
+    "train.weight_decay": "[0, 10]",
+    "train.momentum": "[0, 1)",
+    "train.warmup_epochs": "[0, 100000]",
+    "train.step_size": "[1, 100000]",
+    "train.step_gamma": "(0, 1]",
+    "train.accumulate": "[1, 10000]",
+    "train.ema_decay": "(0, 1)",
+    "train.patience": "[0, 100000]",
+    "train.seed": "[0, 4294967295]",
+    "train.threads": "[0, 1024]",
+    "train.processes": "[1, 1024]",
+    "train.max_batches": "[0, inf)",
+    "eval.batch_size": "[1, 65536]",
+    "eval.min_confidence": "[0, 1]",
+    "tune.n_trials": "[1, inf)",
+    "tune.timeout": "(0, inf)",
+}
+
+
+def parse_bound(text: str) -> tuple[float, float, bool, bool]:
+    """``"(0, 1]"`` -> (low, high, low included, high included)."""
+    lo, hi = (v.strip() for v in text[1:-1].split(","))
+    return float(lo), float(hi), text[0] == "[", text[-1] == "]"
+
+
+def in_bound(value: float, bound: str) -> bool:
+    """``value`` inside the interval ``bound``; NaN and infinities never are."""
+    lo, hi, lo_in, hi_in = parse_bound(bound)
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (lo <= value if lo_in else lo < value) and (value <= hi if hi_in else value < hi)
+
+
+def check_bounds(cfg: Config) -> None:
+    """``ConfigError`` naming the first key outside its ``BOUNDS`` range (and the range)."""
+    for key, bound in BOUNDS.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part, None)
+        values = obj if isinstance(obj, list) else [obj]
+        for v in values:
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not in_bound(v, bound):
+                what = f"{key}={obj}: {v}" if isinstance(obj, list) else f"{key}={v}"
+                each = " for each number" if isinstance(obj, list) else ""
+                raise ConfigError(f"{what} is outside the range {bound}{each} (`maskcls cfg {key}`)")
