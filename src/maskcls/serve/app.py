@@ -13,7 +13,7 @@ CDN, works without internet.
 """
 from __future__ import annotations
 
-import io
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -22,16 +22,16 @@ import numpy as np
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from fastapi_offline import FastAPIOffline
-from PIL import Image, UnidentifiedImageError
 
 from ..data.images import ImageReadError, load_rgb
 from .auth import ENV as API_KEY_ENV
 from .auth import ApiKeyAuth, require_key_for
-from .limits import MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, mb
+from .limits import MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, header_size, mb
 from .schemas import BATCH_ERRORS, UPLOAD_ERRORS, BatchPrediction, Health, Prediction
 from .service import ServeSettings, Service
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("maskcls")
 
 
 def read_upload(upload: UploadFile, settings: ServeSettings) -> tuple[bytes, tuple[int, int]]:
@@ -45,16 +45,7 @@ def read_upload(upload: UploadFile, settings: ServeSettings) -> tuple[bytes, tup
         raise HTTPException(413, f"{name}: file is larger than the limit of {mb(settings.max_bytes)}")
     if not data:
         raise HTTPException(400, f"{name}: empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            w, h = img.size
-    except Image.DecompressionBombError:
-        raise HTTPException(413, f"{name}: too many pixels (limit {settings.max_pixels:,})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise HTTPException(415, f"{name}: not an image (expected JPEG, PNG, WebP, BMP...)") from None
-    if w * h > settings.max_pixels:
-        raise HTTPException(413, f"{name}: {w}x{h} is more than the limit of {settings.max_pixels:,} pixels")
-    return data, (w, h)
+    return data, header_size(data, name, settings.max_pixels)  # header only; ICO by its directory
 
 
 def decode(name: str | None, data: bytes) -> np.ndarray:
@@ -62,6 +53,28 @@ def decode(name: str | None, data: bytes) -> np.ndarray:
         return load_rgb(data)
     except ImageReadError as e:
         raise HTTPException(415, f"{name or 'upload'}: {e.reason}") from None
+
+
+def predict_each(service: Service, results: list[dict], images: list[np.ndarray]) -> None:
+    """Fill ``results`` with the answers for ``images``; a photo the model fails on gets a 422 error of its own.
+
+    The whole batch runs at once; only if that fails is each photo tried alone, so the good photos' answers survive.
+    """
+    try:
+        outs = service.predict(images) if images else []
+    except Exception:
+        outs = None
+    if outs is not None:
+        for r, out in zip(results, outs):
+            r.update(out)
+        return
+    for r, img in zip(results, images):
+        try:
+            r.update(service.predict([img])[0])
+        except Exception as e:
+            log.exception("%s (%dx%d) could not be processed", r["filename"], img.shape[1], img.shape[0])
+            r.update(error=f"{r['filename'] or 'upload'}: {img.shape[1]}x{img.shape[0]} photo could not be processed "
+                           f"({type(e).__name__})", status=422)
 
 
 def read_image(upload: UploadFile, settings: ServeSettings) -> np.ndarray:
@@ -108,8 +121,11 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
     def predict(file: UploadFile = File(..., description="one photo (JPEG, PNG...)")) -> dict:
         data, size = read_upload(file, settings)
         check_request_pixels([size], settings.max_request_pixels)
-        result = gate.run(lambda: service.predict([decode(file.filename, data)])[0])
-        return {"filename": file.filename, **result}
+        result = {"filename": file.filename}
+        gate.run(lambda: predict_each(service, [result], [decode(file.filename, data)]))
+        if "error" in result:
+            raise HTTPException(result["status"], result["error"])
+        return result
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=BATCH_ERRORS,
               summary="classify several photos (repeat the multipart field `files`)")
@@ -134,8 +150,7 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
                     done.append(r)
                 except HTTPException as e:
                     r.update(error=e.detail, status=e.status_code)
-            for r, out in zip(done, service.predict(images) if images else []):
-                r.update(out)
+            predict_each(service, done, images)
 
         gate.run(work)
         return {"results": results}

@@ -6,6 +6,13 @@
 * ``check_request_pixels``: the width x height that a request's image headers
   declare, summed over its files, against a budget, before anything is decoded
   (a 6 KB PNG can declare 36 MP, which decodes to 108 MB).
+* ``header_size``: an upload's width and height from its header, without
+  decoding a pixel, and only for formats whose reader is lazy (``ACCEPTED``).
+  Pillow's ICO reader decodes the largest embedded image as soon as the file
+  is opened (a 12 KB ICO can hold a 10000x10000 PNG), so an ICO's directory
+  is read here by hand: every entry's real size (an embedded PNG's IHDR, a
+  BMP's info header) is checked before Pillow ever sees the file, and the
+  decode itself happens on the bounded pool.
 * ``Gate``: decoding and inference run on a fixed pool of ``max_inflight``
   threads; up to ``max_queue`` more requests wait, at most ``queue_timeout``
   seconds; beyond that, 503 with ``Retry-After``. A fixed pool also bounds
@@ -14,12 +21,14 @@
 """
 from __future__ import annotations
 
+import io
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
 from fastapi import HTTPException
+from PIL import Image, UnidentifiedImageError
 
 T = TypeVar("T")
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file bytes
@@ -84,6 +93,71 @@ async def _send_413(send, limit: int) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+# Formats whose Pillow reader parses only the header on open (frames, if any, are read on demand).
+ACCEPTED = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")  # JPEG also opens MPO
+ICO_MAGIC = (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00")  # ICO, CUR
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_ICO_IMAGES = 64
+
+
+def _u(b: bytes, signed: bool = False, order: str = "little") -> int:
+    return int.from_bytes(b, order, signed=signed)
+
+
+def ico_sizes(data: bytes, name: str) -> list[tuple[int, int]]:
+    """The real (width, height) of every image in an ICO/CUR, read from bytes only; 415 when malformed."""
+    def bad(why: str) -> HTTPException:
+        return HTTPException(415, f"{name}: not a usable ICO file ({why})")
+
+    count = _u(data[4:6])
+    if not 0 < count <= MAX_ICO_IMAGES:
+        raise bad(f"{count} images; 1 to {MAX_ICO_IMAGES} are accepted")
+    if len(data) < 6 + 16 * count:
+        raise bad("truncated directory")
+    sizes = []
+    for i in range(count):
+        entry = data[6 + 16 * i: 22 + 16 * i]
+        offset = _u(entry[12:16])
+        head = data[offset: offset + 24]
+        if head[:8] == PNG_SIGNATURE:  # Vista icons: a whole PNG, its size in IHDR
+            if len(head) < 24 or head[12:16] != b"IHDR":
+                raise bad(f"image {i + 1} is a truncated PNG")
+            sizes.append((_u(head[16:20], order="big"), _u(head[20:24], order="big")))
+        elif len(head) >= 12 and _u(head[:4]) == 12:  # BITMAPCOREHEADER: 16-bit sides
+            sizes.append((_u(head[4:6]), _u(head[6:8]) // 2))  # the height counts the AND mask too
+        elif len(head) >= 12 and _u(head[:4]) >= 40:  # BITMAPINFOHEADER and later
+            sizes.append((abs(_u(head[4:8], True)), abs(_u(head[8:12], True)) // 2))
+        else:
+            raise bad(f"image {i + 1} is neither PNG nor BMP")
+    return sizes
+
+
+def header_size(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
+    """(width, height) an upload declares, read from its header without decoding; HTTPException otherwise.
+
+    413: more than ``max_pixels`` (any image of an ICO); 415: not an image, or a format outside ``ACCEPTED``.
+    """
+    if data[:4] in ICO_MAGIC:
+        sizes = ico_sizes(data, name)
+        w, h = max(sizes, key=lambda s: s[0] * s[1])
+    else:
+        try:
+            with Image.open(io.BytesIO(data), formats=ACCEPTED) as img:  # lazy readers only: the header
+                w, h = img.size
+        except Image.DecompressionBombError:
+            raise HTTPException(413, f"{name}: too many pixels (limit {max_pixels:,})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+            raise HTTPException(415, f"{name}: not an image (expected JPEG, PNG, WebP, BMP, GIF, TIFF or ICO)"
+                                ) from None
+        sizes = [(w, h)]
+    for sw, sh in sizes:
+        if sw * sh > max_pixels:
+            raise HTTPException(413, f"{name}: {sw}x{sh} is more than the limit of {max_pixels:,} pixels")
+    if w < 1 or h < 1:
+        raise HTTPException(415, f"{name}: declares an empty image ({w}x{h})")
+    return w, h
 
 
 def check_request_pixels(sizes: Sequence[tuple[int, int]], budget: int) -> None:
