@@ -147,7 +147,11 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     table = dict(min_confidence=ens.cfg.eval.min_confidence, warnings=warnings, thresholds=ens.cfg.data.age_thresholds)
     if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file():
         frame = read_eval(src)
-        probs, kept = ens.predict_frame(frame, progress=progress)
+        repeats = int(frame["ImageID"].duplicated().sum())
+        if repeats:  # predicted once; the submission keeps info.csv's rows (and their order), repeats included
+            log.warning("%s: %d repeated ImageID row(s) in info.csv (e.g. %s); each repeat gets the same answer",
+                        src, repeats, frame["ImageID"][frame["ImageID"].duplicated()].iloc[0])
+        probs, kept = ens.predict_frame(frame.drop_duplicates("ImageID").reset_index(drop=True), progress=progress)
         path = write_submission(kept, probs, out or run_dir / "submission.csv", info=frame, decision=ens.decision)
         if with_probs:
             write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True,
