@@ -152,3 +152,31 @@ def test_thin_and_long_photos_are_answered_not_500(real_client):
         ("files", (f"{w}x{h}.png", photo(w, h), "image/png")) for w, h in THIN[:3]]
     r = real_client.post("/predict/batch", files=files)
     assert r.status_code == 200 and all("class_id" in x for x in r.json()["results"])
+
+
+def test_a_worker_holds_a_bounded_share_of_decoded_pixels(monkeypatch):
+    """A batch is classified in steps of DECODED_PIXELS_PER_STEP: full-size photos are let go as it goes."""
+    from maskcls.serve import app as app_module
+
+    monkeypatch.setattr(app_module, "DECODED_PIXELS_PER_STEP", 2 * 48 * 64)
+    client, service = client_for()
+    calls = []
+    real = service.predict
+    monkeypatch.setattr(service, "predict", lambda images: calls.append(len(images)) or real(images))
+    r = client.post("/predict/batch", files=[("files", (f"{i}.png", png(), "image/png")) for i in range(4)])
+    assert r.status_code == 200 and all("class_id" in x for x in r.json()["results"])
+    assert calls == [2, 2]
+
+
+def test_requests_past_capacity_are_refused_before_their_bytes_are_read(monkeypatch):
+    from maskcls.serve import app as app_module
+
+    client, service = client_for(max_inflight=1, max_queue=0)
+    read = []
+    real = app_module.upload_bytes
+    monkeypatch.setattr(app_module, "upload_bytes", lambda f: read.append(f.filename) or real(f))
+    gate = client.app.state.gate
+    with gate.slot():  # the only place is taken
+        r = client.post("/predict", files={"file": ("late.png", png(), "image/png")})
+    assert r.status_code == 503 and read == []
+    assert client.post("/predict", files={"file": ("ok.png", png(), "image/png")}).status_code == 200

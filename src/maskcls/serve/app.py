@@ -26,7 +26,8 @@ from fastapi_offline import FastAPIOffline
 from ..data.images import ImageReadError, load_rgb
 from .auth import ENV as API_KEY_ENV
 from .auth import ApiKeyAuth, require_key_for
-from .limits import MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, header_size, mb
+from .limits import (DECODED_PIXELS_PER_STEP, MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, header_size,
+                     mb)
 from .schemas import BATCH_ERRORS, UPLOAD_ERRORS, BatchPrediction, Health, Prediction
 from .service import ServeSettings, Service
 
@@ -34,18 +35,32 @@ STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("maskcls")
 
 
-def read_upload(upload: UploadFile, settings: ServeSettings) -> tuple[bytes, tuple[int, int]]:
-    """The upload's bytes and the (width, height) its header declares; nothing is decoded yet.
+def check_upload(upload: UploadFile, settings: ServeSettings) -> tuple[int, int]:
+    """The (width, height) the upload's header declares, reading only header bytes (the file stays spooled).
 
     An HTTPException with a one-line reason naming the file: 413 (bytes, pixels), 415 (format), 400 (empty).
     """
     name = upload.filename or "upload"
-    data = upload.file.read(settings.max_bytes + 1)
-    if len(data) > settings.max_bytes:
+    f = upload.file
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(0)
+    if size > settings.max_bytes:
         raise HTTPException(413, f"{name}: file is larger than the limit of {mb(settings.max_bytes)}")
-    if not data:
+    if not size:
         raise HTTPException(400, f"{name}: empty file")
-    return data, header_size(data, name, settings.max_pixels)  # header only; ICO by its directory
+    return header_size(f, name, settings.max_pixels)  # header only; ICO by its directory
+
+
+def upload_bytes(upload: UploadFile) -> bytes:
+    upload.file.seek(0)
+    return upload.file.read()
+
+
+def read_upload(upload: UploadFile, settings: ServeSettings) -> tuple[bytes, tuple[int, int]]:
+    """The upload's bytes and the (width, height) its header declares; nothing is decoded yet."""
+    size = check_upload(upload, settings)
+    return upload_bytes(upload), size
 
 
 def decode(name: str | None, data: bytes) -> np.ndarray:
@@ -119,10 +134,11 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
     @app.post("/predict", response_model=Prediction, responses=UPLOAD_ERRORS,
               summary="classify one photo (multipart field `file`)")
     def predict(file: UploadFile = File(..., description="one photo (JPEG, PNG...)")) -> dict:
-        data, size = read_upload(file, settings)
-        check_request_pixels([size], settings.max_request_pixels)
-        result = {"filename": file.filename}
-        gate.run(lambda: predict_each(service, [result], [decode(file.filename, data)]))
+        with gate.slot():  # before the upload's bytes are read: past capacity, 503 at once
+            size = check_upload(file, settings)
+            check_request_pixels([size], settings.max_request_pixels)
+            result = {"filename": file.filename}
+            gate.run(lambda: predict_each(service, [result], [decode(file.filename, upload_bytes(file))]))
         if "error" in result:
             raise HTTPException(result["status"], result["error"])
         return result
@@ -132,27 +148,35 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
     def predict_batch(files: list[UploadFile] = File(..., description="several photos")) -> dict:
         if len(files) > settings.max_files:
             raise HTTPException(413, f"{len(files)} files is more than the limit of {settings.max_files} per request")
-        uploads, results = [], []
-        for f in files:
-            try:
-                uploads.append(read_upload(f, settings))
-                results.append({"filename": f.filename})
-            except HTTPException as e:
-                results.append({"filename": f.filename, "error": e.detail, "status": e.status_code})
-        check_request_pixels([size for _, size in uploads], settings.max_request_pixels)
-        good = [r for r in results if "error" not in r]
-
-        def work() -> None:
-            images, done = [], []
-            for r, (data, _) in zip(good, uploads):
+        with gate.slot():  # before the uploads' bytes are read: past capacity, 503 at once
+            uploads, results = [], []
+            for f in files:
                 try:
-                    images.append(decode(r["filename"], data))
-                    done.append(r)
+                    uploads.append((f, check_upload(f, settings)))
+                    results.append({"filename": f.filename})
                 except HTTPException as e:
-                    r.update(error=e.detail, status=e.status_code)
-            predict_each(service, done, images)
+                    results.append({"filename": f.filename, "error": e.detail, "status": e.status_code})
+            check_request_pixels([size for _, size in uploads], settings.max_request_pixels)
+            good = [r for r in results if "error" not in r]
 
-        gate.run(work)
+            def work() -> None:
+                """Decode one file at a time; classify as soon as DECODED_PIXELS_PER_STEP are held, then drop them."""
+                images, done, held = [], [], 0
+                for r, (f, _) in zip(good, uploads):
+                    try:
+                        img = decode(r["filename"], upload_bytes(f))
+                    except HTTPException as e:
+                        r.update(error=e.detail, status=e.status_code)
+                        continue
+                    images.append(img)
+                    done.append(r)
+                    held += img.shape[0] * img.shape[1]
+                    if held >= DECODED_PIXELS_PER_STEP:
+                        predict_each(service, done, images)
+                        images, done, held = [], [], 0
+                predict_each(service, done, images)
+
+            gate.run(work)
         return {"results": results}
 
     return app
