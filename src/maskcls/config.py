@@ -304,7 +304,7 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     value = _coerce(value, hints[head], key)
     options = f.metadata.get("choices")
     if options and value not in options:
-        raise ConfigError(f"{key}: '{value}' is not supported; choose one of {', '.join(map(str, options))}")
+        raise ConfigError(f"{key}: {value!r} is not supported; choose one of {', '.join(map(str, options))}")
     setattr(obj, head, value)
 
 
@@ -397,7 +397,7 @@ def validate(cfg: Config) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         hint = "; for a GPU write cuda or cuda:0" if dev.lower() in ("gpu", "nvidia") else ""
-        raise ConfigError(f"train.device={dev} is not a device; choose auto, cpu, cuda or cuda:N{hint}")
+        raise ConfigError(f"train.device={dev!r} is not a device; choose auto, cpu, cuda or cuda:N{hint}")
     for t in cfg.eval.tta:
         if t not in ("flip", "shift"):
             raise ConfigError(f"eval.tta: '{t}' is not supported; choose from flip, shift")

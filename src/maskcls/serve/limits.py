@@ -36,7 +36,8 @@ MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the file bytes
 
 
 def mb(n: int) -> str:
-    return f"{n / 1024 / 1024:.0f} MB"
+    """Bytes for a message: ``10 MB``; under 1 MB in kB (a 200 kB limit is not ``0 MB``)."""
+    return f"{n / 1024 / 1024:.0f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} kB"
 
 
 class _TooLarge(HTTPException):
