@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,9 +133,8 @@ def test_predict_folder_with_a_non_utf8_name_keeps_going(tiny_run, tmp_path, dem
         f.write(photo)
     out = tmp_path / "out.csv"
     out.write_text("old\n")
-    r = subprocess.run([sys.executable, "-m", "maskcls.cli", "predict", str(tiny_run), "--source", str(src),
-                        "--out", str(out), "-q", f"data.cache_dir={tmp_path / 'c'}"], capture_output=True, text=True,
-                       errors="backslashreplace", env={**os.environ, "PYTHONPATH": str(SRC.parent)})
-    assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr
+    from maskcls.cli import main
+
+    assert main(["predict", str(tiny_run), "--source", str(src), "--out", str(out), "-q",
+                 f"data.cache_dir={tmp_path / 'c'}"]) == 0
     assert sorted(pd.read_csv(out)["file"]) == ["bad\\udcff\\udcfe.jpg", "good.jpg"]
