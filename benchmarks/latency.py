@@ -23,7 +23,7 @@ import torch
 from maskcls.checkpoint import save_checkpoint
 from maskcls.config import load_config
 from maskcls.export import export_model
-from maskcls.models import create_model, data_config
+from maskcls.models import data_config, model_from_config
 from maskcls.run import Run
 
 FRESH_SIZE = (160, 128)
@@ -33,7 +33,7 @@ def fresh_run(folder: Path, image_size=FRESH_SIZE, overrides: list[str] = ()) ->
     """A run folder with an untrained default model (ImageNet backbone, random head): no training needed."""
     h, w = image_size
     cfg = load_config(None, [f"data.image_size=[{h},{w}]", *overrides])
-    model = create_model(cfg.model.name, head=cfg.model.head, pretrained=False, drop_rate=cfg.model.drop_rate)
+    model = model_from_config(cfg, pretrained=False)  # the network its config names (age head included)
     save_checkpoint({"model": model.state_dict(), "config": cfg.to_dict(), "norm": data_config(model)},
                     folder / "weights" / "best.pt")
     return folder

@@ -52,5 +52,40 @@ def load_checkpoint(run: str | Path, which: str = "best") -> dict:
     from .config import drop_removed
 
     state["config"] = drop_removed(state["config"], path)  # saved before a key was removed: noted, never a crash
+    check_weights_fit(state, path)
     state["path"] = str(path)
     return state
+
+
+def check_weights_fit(state: dict, path: str | Path) -> None:
+    """``CheckpointError`` in one line when the weights do not fit the network the checkpoint's config names.
+
+    An edited or mixed-up ``best.pt`` (config says resnet18, weights are lite0) used to fail deep in
+    ``load_state_dict`` with a 163-line message, and ``train --resume`` first tried to download the named
+    model's pretrained weights. The skeleton is built without weights, before anything else is.
+    """
+    from .config import ConfigError, from_dict
+    from .models import model_from_config
+
+    conf = state["config"] if isinstance(state["config"], dict) else {}
+    model_conf = {k: v for k, v in (conf.get("model") or {}).items() if k not in ("pretrained", "weights")}
+    try:
+        cfg = from_dict({"model": {**model_conf, "pretrained": False, "weights": None},
+                         "data": {"age_thresholds": (conf.get("data") or {}).get("age_thresholds", [30, 60])}})
+        expected = {k: tuple(v.shape) for k, v in model_from_config(cfg).state_dict().items()}
+    except (ConfigError, ValueError, TypeError):  # a config this version cannot read: its own loader says why
+        return
+    except Exception as e:  # an unknown timm name, for one
+        raise CheckpointError(f"{path}: its config names a model that cannot be built ({str(e).splitlines()[0]})"
+                              ) from None
+    found = {k: tuple(getattr(v, "shape", ())) for k, v in state["model"].items()} \
+        if isinstance(state["model"], dict) else {}
+    missing = sorted(expected.keys() - found.keys())
+    extra = sorted(found.keys() - expected.keys())
+    shaped = sorted(k for k in expected.keys() & found.keys() if expected[k] != found[k])
+    if missing or extra or shaped:
+        example = (missing or extra or shaped)[0]
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its config names (model.name={cfg.model.name}, "
+            f"model.head={cfg.model.head}): {len(missing)} missing, {len(extra)} unexpected and {len(shaped)} "
+            f"differently shaped tensors (e.g. {example}); the file was edited or mixed up with another run's")

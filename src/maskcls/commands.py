@@ -226,6 +226,8 @@ def cfg(args: argparse.Namespace) -> int:
         notes = [r["help"]] if r["help"] else []
         if r["choices"]:
             notes.append(f"choices: {', '.join(map(str, r['choices']))}")
+        if r.get("range"):
+            notes.append(f"range: {r['range']}")
         if r["value"] != r["default"]:
             notes.append(f"default: {_flow(r['default'])}")
         line = f"{text:<{width}}  # {'; '.join(notes)}" if notes else text

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import inspect
 import io
+import math
 import tokenize
 import types
 import typing
@@ -313,6 +314,7 @@ def describe_keys(cfg: Config | None = None) -> list[dict]:
                 continue
             tp = hints[f.name]
             out.append({"key": prefix + f.name, "value": value, "default": dflt, "choices": f.metadata.get("choices"),
+                        "range": BOUNDS.get(prefix + f.name),
                         "type": tp.__name__ if isinstance(tp, type) and not typing.get_args(tp)
                         else str(tp).replace("typing.", ""),
                         "help": helps.get(f.name, "")})
@@ -370,7 +372,7 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     value = _coerce(value, hints[head], key)
     options = f.metadata.get("choices")
     if options and value not in options:
-        raise ConfigError(f"{key}: '{value}' is not supported; choose one of {', '.join(map(str, options))}")
+        raise ConfigError(f"{key}: {value!r} is not supported; choose one of {', '.join(map(str, options))}")
     setattr(obj, head, value)
 
 
@@ -417,7 +419,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that single fields cannot express."""
+    """Cross-field checks that single fields cannot express, then every numeric key against ``BOUNDS``."""
     name = str(cfg.name)
     if not name or name in (".", "..") or Path(name).name != name or "\\" in name:
         raise ConfigError(f"name: {name!r} must be a plain folder name: runs are written under project/ "
@@ -450,9 +452,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
     if d.sources:
         check_source_entries(cfg)
-    if cfg.scene.every < 1 or cfg.scene.smooth < 0 or cfg.scene.detect_side < 64:
-        raise ConfigError(f"scene.every must be >= 1, scene.smooth >= 0 (0/1: off) and scene.detect_side >= 64; got "
-                          f"{cfg.scene.every}, {cfg.scene.smooth}, {cfg.scene.detect_side}")
     if cfg.train.processes < 1:
         raise ConfigError(f"train.processes must be 1 or more, got {cfg.train.processes}")
     if cfg.model.freeze_blocks < 0:
@@ -466,14 +465,94 @@ def validate(cfg: Config) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         hint = "; for a GPU write cuda or cuda:0" if dev.lower() in ("gpu", "nvidia") else ""
-        raise ConfigError(f"train.device={dev} is not a device; choose auto, cpu, cuda or cuda:N{hint}")
+        raise ConfigError(f"train.device={dev!r} is not a device; choose auto, cpu, cuda or cuda:N{hint}")
     for t in cfg.eval.tta:
         if t not in ("flip", "shift"):
             raise ConfigError(f"eval.tta: '{t}' is not supported; choose from flip, shift")
+    check_bounds(cfg)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from .io import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# The range of every numeric key, written once: ``validate`` enforces it and ``maskcls cfg`` prints it, so the two
+# cannot drift apart (tests/test_config_bounds.py checks that every numeric key has one). Interval notation:
+# [ ] include the end, ( ) exclude it, inf: no upper limit. A list key's range applies to each of its numbers.
+BOUNDS: dict[str, str] = {
+    "data.age_thresholds": "[1, 120]",
+    "data.train_age_thresholds": "[1, 120]",
+    "data.drop_train_ages": "[0, 120]",
+    "data.val_fraction": "[0, 1)",
+    "data.folds": "[2, 100]",
+    "data.fold": "[0, 99]",
+    "data.decode_size": "[8, 4096]",
+    "data.image_size": "[8, 4096]",
+    "data.crop_fraction": "(0, 1]",
+    "data.chin_masks": "[0, 1]",
+    "data.cache_max_gb": "[0, inf)",
+    "data.batch_size": "[1, 65536]",
+    "data.workers": "[0, 256]",
+    "data.sampler_power": "[0, 1]",
+    "data.max_persons": "[0, inf)",
+    "scene.every": "[1, 1000]",
+    "scene.smooth": "[0, 1000]",
+    "scene.detect_side": "[64, 8192]",
+    "preprocess.face_margin": "[0, 5]",
+    "model.drop_rate": "[0, 1)",
+    "model.drop_path_rate": "[0, 1)",
+    "model.freeze_blocks": "[0, 100]",
+    "loss.label_smoothing": "[0, 1)",
+    "loss.gamma": "[0, 10]",
+    "loss.head_weights": "[0, 100]",
+    "mix.prob": "[0, 1]",
+    "mix.ratio": "(0, 1)",
+    "mix.alpha": "(0, 100]",
+    "train.epochs": "[1, 100000]",
+    "train.lr": "(0, 10]",
+    "train.weight_decay": "[0, 10]",
+    "train.warmup_epochs": "[0, 100000]",
+    "train.ema_decay": "(0, 1)",
+    "train.patience": "[0, 100000]",
+    "train.seed": "[0, 4294967295]",
+    "train.threads": "[0, 1024]",
+    "train.processes": "[1, 1024]",
+    "train.max_batches": "[0, inf)",
+    "eval.batch_size": "[1, 65536]",
+    "eval.min_confidence": "[0, 1]",
+}
+
+
+def parse_bound(text: str) -> tuple[float, float, bool, bool]:
+    """``"(0, 1]"`` -> (low, high, low included, high included)."""
+    lo, hi = (v.strip() for v in text[1:-1].split(","))
+    return float(lo), float(hi), text[0] == "[", text[-1] == "]"
+
+
+def in_bound(value: float, bound: str) -> bool:
+    """``value`` inside the interval ``bound``; NaN and infinities never are."""
+    lo, hi, lo_in, hi_in = parse_bound(bound)
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (lo <= value if lo_in else lo < value) and (value <= hi if hi_in else value < hi)
+
+
+def check_bounds(cfg: Config) -> None:
+    """``ConfigError`` naming the first key outside its ``BOUNDS`` range (and the range)."""
+    for key, bound in BOUNDS.items():
+        obj = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part, None)
+        values = obj if isinstance(obj, list) else [obj]
+        for v in values:
+            if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if not in_bound(v, bound):
+                what = f"{key}={obj}: {v}" if isinstance(obj, list) else f"{key}={v}"
+                each = " for each number" if isinstance(obj, list) else ""
+                raise ConfigError(f"{what} is outside the range {bound}{each} (`maskcls cfg {key}`)")
 
 
 # data.sources entries (read by data/sources.py); checked here so validation needs no data code

@@ -12,6 +12,7 @@ import pandas as pd
 from .config import ConfigError
 from .data.reader import DataError, read_answers, read_eval
 from .decision import class_bias
+from .io import atomic_path, check_folder, check_output, write_csv, write_text
 from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 
@@ -72,10 +73,9 @@ def evaluate_mask_set(run: str | Path, root: str | Path, *, out: str | None = No
     m = {"set": str(root), **mask_metrics(kept["mask"].to_numpy(), ens.classes(probs) // 6),
          "unreadable": len(frame) - len(kept),
          "framing": resolve_detector(pre.detector) if pre.frame_photos or pre.face_crop else None}
-    folder = Path(out) if out else run_folder(run)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_folder(out) if out else run_folder(run)
     path = folder / f"mask_set_{Path(root).resolve().name}.json"
-    path.write_text(json.dumps(m, indent=2))
+    write_text(path, json.dumps(m, indent=2))
     return m, path
 
 
@@ -88,6 +88,8 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
     """
     from .metrics import NO_PREDICTION, compute_metrics, write_metrics  # scikit-learn, matplotlib: the training install
 
+    if out:
+        check_folder(out)  # before any work: a bad --out is one line, at once
     ens = Ensemble.load([run], overrides=overrides, engine=engine)
     if answers:
         kept = read_answers(answers, images or str(Path(answers).parent / "images"))
@@ -113,8 +115,9 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
                           "pred": pred, "confidence": probs.max(1).round(4)})
     if "person" in kept:
         preds["person"] = kept["person"].to_numpy()
-    preds.to_csv(folder / f"{stem}_predictions.csv", index=False)
-    np.save(folder / f"{stem}_probs.npy", probs.astype(np.float32))
+    write_csv(preds, folder / f"{stem}_predictions.csv")
+    with atomic_path(folder / f"{stem}_probs.npy") as tmp:
+        np.save(tmp, probs.astype(np.float32))
     return m, path
 
 
@@ -132,6 +135,8 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     """
     from .scenes.sources import MISSING, resolve_source
 
+    if out:
+        check_output(out)  # before any work: a bad --out is one line, at once
     ens = Ensemble.load(runs, overrides=overrides, engine=engine)
     if source is None:
         raise DataError(MISSING)
@@ -153,7 +158,11 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     table = dict(min_confidence=ens.cfg.eval.min_confidence, warnings=warnings, thresholds=ens.cfg.data.age_thresholds)
     if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file():
         frame = read_eval(src)
-        probs, kept = ens.predict_frame(frame, progress=progress)
+        repeats = int(frame["ImageID"].duplicated().sum())
+        if repeats:  # predicted once; the submission keeps info.csv's rows (and their order), repeats included
+            log.warning("%s: %d repeated ImageID row(s) in info.csv (e.g. %s); each repeat gets the same answer",
+                        src, repeats, frame["ImageID"][frame["ImageID"].duplicated()].iloc[0])
+        probs, kept = ens.predict_frame(frame.drop_duplicates("ImageID").reset_index(drop=True), progress=progress)
         path = write_submission(kept, probs, out or run_dir / "submission.csv", info=frame, decision=ens.decision)
         if with_probs:
             write_folder_predictions(kept, probs, path.with_name(path.stem + "_probs.csv"), with_probs=True,

@@ -13,13 +13,13 @@ same graph for these CNNs.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from .config import Config
+from .io import atomic_path, check_output
 from .models import MaskNet
 from .onnx_model import INPUT, META_KEY, OUTPUT
 from .run import Run, onnx_path
@@ -56,27 +56,27 @@ def export_model(model: MaskNet, cfg: Config, norm: dict, out: str | Path, *, op
     """Write ``out`` (.onnx) with a dynamic batch axis and the settings in its metadata."""
     import onnx
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_output(out)
     h, w = cfg.data.image_size
     wrapper = ProbsModel(model.cpu().to(memory_format=torch.contiguous_format).eval()).eval()
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(wrapper, (torch.zeros(2, 3, h, w),), str(tmp), dynamo=False, opset_version=opset,
                           input_names=[INPUT], output_names=[OUTPUT],
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    proto = onnx.load(str(tmp))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(settings(cfg, norm, training_data=training_data, decision=decision))
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
-    tmp.replace(out)
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(settings(cfg, norm, training_data=training_data,
+                                                               decision=decision))
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
     return out
 
 
 def export_onnx(run: str | Path, out: str | Path | None = None, *, which: str = "best") -> Path:
     """Export a run's checkpoint (``maskcls export RUN``); default ``<run>/weights/model.onnx``."""
+    if out is not None:
+        check_output(out)  # before loading anything: a bad --out is one line, at once
     r = Run.open(run, which=which, device="cpu")
     return export_model(r.model, r.cfg, r.norm, out or onnx_path(run), training_data=r.training_data,
                         decision=r.saved_decision)

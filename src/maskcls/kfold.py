@@ -26,6 +26,7 @@ from .data.reader import Report
 from .data.splits import kfold_indices
 from .decision import fitted_decision
 from .engine import fit
+from .io import write_csv, write_text
 from .metrics import compute_metrics, write_metrics
 from .predict import Ensemble
 from .preflight import check_before_training
@@ -62,7 +63,7 @@ def run_kfold(cfg: Config) -> dict:
         fold_results.append({"fold": k, "run_dir": result["run_dir"], "best_f1": result["best_f1"],
                              "val_persons": int(val_df["person"].nunique()), "val_images": int(len(kept))})
     oof = pd.concat(parts, ignore_index=True)
-    oof.to_csv(kdir / "oof.csv", index=False)
+    write_csv(oof, kdir / "oof.csv")
     labels = oof["label"].to_numpy(int)
     m = compute_metrics(labels, oof["pred"].to_numpy(int))
     write_metrics(m, kdir, "oof_metrics", title=f"out-of-fold ({len(oof)} images, {len(folds)} folds)")
@@ -70,14 +71,14 @@ def run_kfold(cfg: Config) -> dict:
     # evaluate and serve of the folder apply them to the members' mean probabilities (decision.json)
     decision = fitted_decision(oof[[f"p{c}" for c in range(L.NUM_CLASSES)]].to_numpy(), labels,
                                what="out-of-fold images", enabled=cfg.eval.class_bias)
-    (kdir / KFOLD_DECISION).write_text(json.dumps(decision, indent=1))
+    write_text(kdir / KFOLD_DECISION, json.dumps(decision, indent=1))
     summary = {"kfold_dir": str(kdir), "folds_n": len(folds), "persons": int(oof["person"].nunique()),
                "images": int(len(oof)), "oof_f1": m["f1"], "oof_accuracy": m["accuracy"], "oof_old_f1": m["old_f1"],
                "oof_f1_with_bias": decision.get("f1_with_bias", m["f1"]),
                "fold_f1": [round(float(f["best_f1"]), 5) for f in fold_results],
                "mean_fold_f1": float(np.mean([f["best_f1"] for f in fold_results])),
                "wall_s": round(time.time() - t0, 1), "problems": report.warnings, "folds": fold_results}
-    (kdir / "kfold.json").write_text(json.dumps(summary, indent=1))
+    write_text(kdir / "kfold.json", json.dumps(summary, indent=1))
     log.info("out-of-fold macro F1 %.4f over %d persons (folds: %s); ensemble: maskcls predict %s",
              m["f1"], summary["persons"], ", ".join(f"{f:.4f}" for f in summary["fold_f1"]), kdir)
     return summary

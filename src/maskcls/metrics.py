@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import labels as L
+from .io import atomic_path, write_text
 
 
 NO_PREDICTION = -1  # an image that could not be read: wrong on every axis, never a class
@@ -116,7 +117,8 @@ def save_confusion_png(cm, path: str | Path, normalised: bool = False) -> None:
     plot_confusion(ax, cm, [class_name(c) for c in range(L.NUM_CLASSES)], normalised=normalised,
                    title="row-normalised (recall per true class)" if normalised else "")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -124,7 +126,7 @@ def write_metrics(m: dict, folder: str | Path, stem: str = "metrics", title: str
     """``stem.json``, ``stem.txt`` and ``stem_confusion.png`` in ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{stem}.json").write_text(json.dumps(m, indent=1))
-    (folder / f"{stem}.txt").write_text(summary_text(m, title) + "\n")
+    write_text(folder / f"{stem}.json", json.dumps(m, indent=1))
+    write_text(folder / f"{stem}.txt", summary_text(m, title) + "\n")
     save_confusion_png(m["confusion"], folder / f"{stem}_confusion.png")
     return folder / f"{stem}.json"

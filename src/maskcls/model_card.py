@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from . import labels as L
+from .io import write_text
 
 DEMO_MARKER = "DRAWN_DEMO_DATA.txt"  # written by data.demo.make_demo_data at the data root
 CARD = "MODEL_CARD.md"
@@ -72,7 +73,7 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     """Write (or refresh) ``<run>/MODEL_CARD.md``; ``training`` (from ``training_summary``) is kept beside it."""
     folder = Path(run_dir)
     if training is not None:
-        (folder / TRAINING).write_text(json.dumps(training, indent=1))
+        write_text(folder / TRAINING, json.dumps(training, indent=1))
     elif (folder / TRAINING).is_file():
         training = json.loads((folder / TRAINING).read_text())
     training = training or {}
@@ -131,5 +132,5 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     if demo:
         lines.append("- This model saw only drawn faces: do not use it on photos of people at all.")
     path = folder / CARD
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
     return path

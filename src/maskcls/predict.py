@@ -20,6 +20,7 @@ from . import labels as L
 from .config import Config
 from .data.decode import Decoder
 from .decision import class_bias, decide
+from .io import atomic_write, write_csv
 from .run import Run, expand_runs, kfold_decision
 from .summary import axis_columns, axis_probs, summarize
 
@@ -187,13 +188,11 @@ def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, in
                     missing[0])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(out, newline="") as f:
         w = csv.writer(f)
         w.writerow(["ImageID", "ans"])
         for i in order:
             w.writerow([i, pred.get(i, MISSING)])
-    tmp.replace(out)
     return out
 
 
@@ -239,7 +238,5 @@ def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | 
                "warning", *names, *([f"p{k}" for k in range(L.NUM_CLASSES)] if with_probs else [])]
     table = pd.DataFrame(rows, columns=columns)
     table["class_id"] = table["class_id"].astype("Int64")  # empty, not NaN-float, for unreadable files
-    tmp = out.with_name(f".{out.name}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(out)
+    write_csv(table, out)
     return out

@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import labels as L
 from .data.images import ImageReadError, load_rgb
+from .io import write_text
 from .metrics import axis_confusions, class_name, plot_confusion, save_confusion_png
 from .run import run_folder
 
@@ -262,5 +263,5 @@ def write_report(run: str | Path, answers: str | None = None, images: str | None
     page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>maskcls report {html.escape(folder.name)}"
             f"</title><style>{CSS}</style></head><body>{''.join(sections)}</body></html>")
     out = Path(out) if out else metrics_path.with_name(f"{stem}_report.html")
-    out.write_text(page, encoding="utf-8")
+    write_text(out, page)
     return out

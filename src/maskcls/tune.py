@@ -25,6 +25,7 @@ import yaml
 
 from .config import Config, ConfigError, _set, from_dict, validate
 from .engine import fit
+from .io import write_csv, write_text
 from .models import check_model_name
 from .preflight import check_before_training
 
@@ -99,7 +100,7 @@ def export_best(cfg: Config, params: dict, path: Path, header: str = "") -> Path
             node = node.setdefault(p, {})
         node[leaf] = v
     text = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
-    path.write_text((f"# {header}\n" if header else "") + text)
+    write_text(path, (f"# {header}\n" if header else "") + text)
     return path
 
 
@@ -215,7 +216,7 @@ def run_tune(cfg: Config, *, n_trials: int = 20, timeout: float | None = None, s
         log.warning("no trial of study %s has finished; nothing to export", name)
         return out
     try:
-        study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
+        write_csv(study.trials_dataframe(), folder / "trials.csv")
     except Exception as e:  # a summary table must never fail a finished study
         log.info("trials.csv not written (%s)", e)
     path = export_best(cfg, best.params, folder / "best.yaml",

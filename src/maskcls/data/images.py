@@ -1,6 +1,7 @@
 """Decoding photos into RGB uint8 arrays, whatever their mode or orientation."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -46,12 +47,21 @@ def load_rgb(source) -> np.ndarray:
             img.load()
             return to_rgb(img)
     except FileNotFoundError:
-        raise ImageReadError(name, "file not found") from None
+        dangling = isinstance(source, (str, Path)) and os.path.islink(source)
+        raise ImageReadError(name, "broken link: its target is missing" if dangling else "file not found") from None
+    except PermissionError:
+        raise ImageReadError(name, "cannot read it: permission denied") from None
+    except IsADirectoryError:
+        raise ImageReadError(name, "is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ImageReadError(name, "not an image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(name, f"too many pixels ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except OSError as e:
+        if e.errno:  # the file system said no (a symlink loop, an I/O error), not the decoder
+            raise ImageReadError(name, f"cannot read it: {e.strerror}") from None
+        raise ImageReadError(name, f"corrupt or truncated image ({e})") from None
+    except (SyntaxError, ValueError) as e:
         raise ImageReadError(name, f"corrupt or truncated image ({e})") from None
 
 

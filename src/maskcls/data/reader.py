@@ -208,6 +208,13 @@ def read_answers(path: str | Path, images: str | Path) -> pd.DataFrame:
         if not (text.isdigit() and 0 <= int(text) < L.NUM_CLASSES):
             raise DataError(f"{path}:{line}: ans {ans!r} of {image_id} is not a class id 0..{L.NUM_CLASSES - 1}")
         labels.append(int(text))
+    repeats = table["ImageID"].duplicated()
+    if repeats.any():  # each image is scored once: a repeat would count it twice (and broke the score's shapes)
+        first = int(repeats.to_numpy().argmax())
+        image_id = table["ImageID"].iloc[first]
+        line = int((table["ImageID"] == image_id).to_numpy().argmax()) + 2
+        raise DataError(f"{path}:{first + 2}: ImageID {image_id} repeats line {line} ({int(repeats.sum())} repeated "
+                        f"row(s) in all); each image is scored once: remove the repeats")
     frame = pd.DataFrame({"ImageID": table["ImageID"], "path": [str(Path(images) / i) for i in table["ImageID"]]})
     frame["label"] = labels
     if "person" in table.columns:
@@ -217,10 +224,12 @@ def read_answers(path: str | Path, images: str | Path) -> pd.DataFrame:
 
 def read_folder(folder: str | Path) -> pd.DataFrame:
     """Every image file under a folder (recursively, sorted), for prediction."""
+    from .listing import list_images
+
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in L.IMAGE_SUFFIXES)
+    paths = list_images(folder)  # dangling links and loops included (they get error rows); the rest is counted
     if not paths:
         raise DataError(f"{folder}: no .jpg/.jpeg/.png images found")
     return pd.DataFrame({"ImageID": [str(p.relative_to(folder)) for p in paths], "path": [str(p) for p in paths]})

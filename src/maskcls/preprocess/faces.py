@@ -208,10 +208,14 @@ def work_gray(rgb: np.ndarray) -> tuple[np.ndarray, float, int]:
 
 def work_copy(img: np.ndarray, side: int, prepare: Callable[[np.ndarray], np.ndarray] = lambda x: x,
               ) -> tuple[np.ndarray, float, int]:
-    """``img`` reduced to a longer side <= ``side``, ``prepare``d, padded by its edge; its scale and padding."""
+    """``img`` reduced to a longer side <= ``side``, ``prepare``d, padded by its edge; its scale and padding.
+
+    A thin photo (1000x1, 20000x2) keeps at least one pixel per side: a side rounded to 0 fails cv2.resize.
+    """
     scale = min(1.0, side / max(img.shape[:2]))
     if scale < 1.0:
-        img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
     pad = int(PAD * min(img.shape[:2]))
     return cv2.copyMakeBorder(prepare(img), pad, pad, pad, pad, cv2.BORDER_REPLICATE), scale, pad
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..io import write_csv, write_text
 from ..data.boxes import iou_matrix, match_boxes, read_boxes, shorter_side, split_boxes
 
 log = logging.getLogger("maskcls")
@@ -113,12 +113,6 @@ def scenes_text(m: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def evaluate_scenes(ensemble, folder: str | Path, *, out: str | Path, held_out: bool = False,
                     progress: bool = True) -> tuple[dict, Path]:
     """Score ``ensemble`` on a scenes folder (images + boxes CSV); writes scenes_<name>.json and its per-face CSV."""
@@ -136,6 +130,6 @@ def evaluate_scenes(ensemble, folder: str | Path, *, out: str | Path, held_out: 
     out.mkdir(parents=True, exist_ok=True)
     stem = f"scenes_{Path(folder).resolve().name}{'_held_out' if held_out else ''}"
     path = out / f"{stem}.json"
-    _atomic(path, lambda p: p.write_text(json.dumps(m, indent=2)))
-    _atomic(out / f"{stem}_faces.csv", lambda p: per_face.to_csv(p, index=False))
+    write_text(path, json.dumps(m, indent=2))
+    write_csv(per_face, out / f"{stem}_faces.csv")
     return m, path

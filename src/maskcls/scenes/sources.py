@@ -43,7 +43,9 @@ def resolve_source(src: str | None) -> Source:
         return Source("camera", src)
     p = Path(src)
     if p.is_dir():
-        paths = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in L.IMAGE_SUFFIXES)
+        from ..data.listing import list_images  # broken links get error rows, skipped folders a counted warning
+
+        paths = list_images(p)
         if not paths:
             raise DataError(f"{p}: no .jpg/.jpeg/.png images found")
         return Source("photos", src, paths, root=p)

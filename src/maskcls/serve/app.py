@@ -13,7 +13,7 @@ CDN, works without internet.
 """
 from __future__ import annotations
 
-import io
+import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -22,39 +22,45 @@ import numpy as np
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse
 from fastapi_offline import FastAPIOffline
-from PIL import Image, UnidentifiedImageError
 
 from ..data.images import ImageReadError, load_rgb
 from .auth import ENV as API_KEY_ENV
 from .auth import ApiKeyAuth, require_key_for
-from .limits import MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, mb
+from .limits import (DECODED_PIXELS_PER_STEP, MULTIPART_SLACK, BodyLimit, Gate, check_request_pixels, header_size,
+                     mb)
 from .schemas import BATCH_ERRORS, UPLOAD_ERRORS, BatchPrediction, Health, Prediction
 from .service import ServeSettings, Service
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("maskcls")
 
 
-def read_upload(upload: UploadFile, settings: ServeSettings) -> tuple[bytes, tuple[int, int]]:
-    """The upload's bytes and the (width, height) its header declares; nothing is decoded yet.
+def check_upload(upload: UploadFile, settings: ServeSettings) -> tuple[int, int]:
+    """The (width, height) the upload's header declares, reading only header bytes (the file stays spooled).
 
     An HTTPException with a one-line reason naming the file: 413 (bytes, pixels), 415 (format), 400 (empty).
     """
     name = upload.filename or "upload"
-    data = upload.file.read(settings.max_bytes + 1)
-    if len(data) > settings.max_bytes:
+    f = upload.file
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(0)
+    if size > settings.max_bytes:
         raise HTTPException(413, f"{name}: file is larger than the limit of {mb(settings.max_bytes)}")
-    if not data:
+    if not size:
         raise HTTPException(400, f"{name}: empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            w, h = img.size
-    except Image.DecompressionBombError:
-        raise HTTPException(413, f"{name}: too many pixels (limit {settings.max_pixels:,})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise HTTPException(415, f"{name}: not an image (expected JPEG, PNG, WebP, BMP...)") from None
-    if w * h > settings.max_pixels:
-        raise HTTPException(413, f"{name}: {w}x{h} is more than the limit of {settings.max_pixels:,} pixels")
-    return data, (w, h)
+    return header_size(f, name, settings.max_pixels)  # header only; ICO by its directory
+
+
+def upload_bytes(upload: UploadFile) -> bytes:
+    upload.file.seek(0)
+    return upload.file.read()
+
+
+def read_upload(upload: UploadFile, settings: ServeSettings) -> tuple[bytes, tuple[int, int]]:
+    """The upload's bytes and the (width, height) its header declares; nothing is decoded yet."""
+    size = check_upload(upload, settings)
+    return upload_bytes(upload), size
 
 
 def decode(name: str | None, data: bytes) -> np.ndarray:
@@ -62,6 +68,28 @@ def decode(name: str | None, data: bytes) -> np.ndarray:
         return load_rgb(data)
     except ImageReadError as e:
         raise HTTPException(415, f"{name or 'upload'}: {e.reason}") from None
+
+
+def predict_each(service: Service, results: list[dict], images: list[np.ndarray]) -> None:
+    """Fill ``results`` with the answers for ``images``; a photo the model fails on gets a 422 error of its own.
+
+    The whole batch runs at once; only if that fails is each photo tried alone, so the good photos' answers survive.
+    """
+    try:
+        outs = service.predict(images) if images else []
+    except Exception:
+        outs = None
+    if outs is not None:
+        for r, out in zip(results, outs):
+            r.update(out)
+        return
+    for r, img in zip(results, images):
+        try:
+            r.update(service.predict([img])[0])
+        except Exception as e:
+            log.exception("%s (%dx%d) could not be processed", r["filename"], img.shape[1], img.shape[0])
+            r.update(error=f"{r['filename'] or 'upload'}: {img.shape[1]}x{img.shape[0]} photo could not be processed "
+                           f"({type(e).__name__})", status=422)
 
 
 def body_limits(settings: ServeSettings):
@@ -100,38 +128,49 @@ def create_app(runs: Sequence[str | Path] = (), engine: str = "torch", settings:
     @app.post("/predict", response_model=Prediction, responses=UPLOAD_ERRORS,
               summary="classify one photo (multipart field `file`)")
     def predict(file: UploadFile = File(..., description="one photo (JPEG, PNG...)")) -> dict:
-        data, size = read_upload(file, settings)
-        check_request_pixels([size], settings.max_request_pixels)
-        result = gate.run(lambda: service.predict([decode(file.filename, data)])[0])
-        return {"filename": file.filename, **result}
+        with gate.slot():  # before the upload's bytes are read: past capacity, 503 at once
+            size = check_upload(file, settings)
+            check_request_pixels([size], settings.max_request_pixels)
+            result = {"filename": file.filename}
+            gate.run(lambda: predict_each(service, [result], [decode(file.filename, upload_bytes(file))]))
+        if "error" in result:
+            raise HTTPException(result["status"], result["error"])
+        return result
 
     @app.post("/predict/batch", response_model=BatchPrediction, responses=BATCH_ERRORS,
               summary="classify several photos (repeat the multipart field `files`)")
     def predict_batch(files: list[UploadFile] = File(..., description="several photos")) -> dict:
         if len(files) > settings.max_files:
             raise HTTPException(413, f"{len(files)} files is more than the limit of {settings.max_files} per request")
-        uploads, results = [], []
-        for f in files:
-            try:
-                uploads.append(read_upload(f, settings))
-                results.append({"filename": f.filename})
-            except HTTPException as e:
-                results.append({"filename": f.filename, "error": e.detail, "status": e.status_code})
-        check_request_pixels([size for _, size in uploads], settings.max_request_pixels)
-        good = [r for r in results if "error" not in r]
-
-        def work() -> None:
-            images, done = [], []
-            for r, (data, _) in zip(good, uploads):
+        with gate.slot():  # before the uploads' bytes are read: past capacity, 503 at once
+            uploads, results = [], []
+            for f in files:
                 try:
-                    images.append(decode(r["filename"], data))
-                    done.append(r)
+                    uploads.append((f, check_upload(f, settings)))
+                    results.append({"filename": f.filename})
                 except HTTPException as e:
-                    r.update(error=e.detail, status=e.status_code)
-            for r, out in zip(done, service.predict(images) if images else []):
-                r.update(out)
+                    results.append({"filename": f.filename, "error": e.detail, "status": e.status_code})
+            check_request_pixels([size for _, size in uploads], settings.max_request_pixels)
+            good = [r for r in results if "error" not in r]
 
-        gate.run(work)
+            def work() -> None:
+                """Decode one file at a time; classify as soon as DECODED_PIXELS_PER_STEP are held, then drop them."""
+                images, done, held = [], [], 0
+                for r, (f, _) in zip(good, uploads):
+                    try:
+                        img = decode(r["filename"], upload_bytes(f))
+                    except HTTPException as e:
+                        r.update(error=e.detail, status=e.status_code)
+                        continue
+                    images.append(img)
+                    done.append(r)
+                    held += img.shape[0] * img.shape[1]
+                    if held >= DECODED_PIXELS_PER_STEP:
+                        predict_each(service, done, images)
+                        images, done, held = [], [], 0
+                predict_each(service, done, images)
+
+            gate.run(work)
         return {"results": results}
 
     return app
