@@ -20,6 +20,7 @@ log = logging.getLogger("maskcls")
 
 RUN_HELP = "run folder (runs/train), one of its checkpoints (weights/best.pt) or, for the onnx engine, an .onnx file"
 RUNS_HELP = RUN_HELP + "; several runs or a k-fold folder = soft voting"
+MODEL_DEFAULT = " (default: $MASKCLS_MODEL, else the packaged model maskcls/weights/maskcls.onnx)"
 
 
 def _common(p: argparse.ArgumentParser, config: bool = True, example: str | None = "train.epochs=5") -> None:
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  maskcls evaluate runs/train\n"
               "  maskcls evaluate runs/train --answers data/maskfaces/eval/answers.csv eval.tta=[flip]\n"
               "  maskcls evaluate runs/train --mask-set ../shared/realfaces")
-    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("run", nargs="?", help=RUN_HELP + MODEL_DEFAULT)
     p.add_argument("--answers", metavar="CSV",
                    help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the persons the run held out "
                         "(its split.csv; k-fold: out-of-fold)")
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  maskcls predict runs/train --source data/maskfaces\n"
               "  maskcls predict runs/train --source photos/ --probs --out photos.csv\n"
               "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed")
-    p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP)
+    p.add_argument("runs", nargs="*", metavar="RUN", help=RUNS_HELP + MODEL_DEFAULT)
     p.add_argument("--source", metavar="DIR", help="data root with eval/info.csv, or any folder of images "
                                                    "(default: the run's data.root)")
     p.add_argument("--out", metavar="CSV", help="output CSV (default: <first run>/submission.csv or predictions.csv)")
@@ -135,9 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _mode(sub, "export", "ONNX export of a run",
               "Write the run's best model as ONNX (dynamic batch, probabilities out) with its preprocessing settings "
               "in the file; `predict` and `serve` then run it on ONNX Runtime alone, without torch.",
-              "  maskcls export runs/train\n  maskcls export runs/train --out model/model.onnx")
+              "  maskcls export runs/train\n  maskcls export runs/train --out model/model.onnx\n"
+              "  maskcls export runs/train --precision int8 --out model/model-int8.onnx")
     p.add_argument("run", help="run folder or checkpoint to export")
     p.add_argument("--out", metavar="FILE", help="where to write the .onnx (default: <run>/weights/model.onnx)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int8-dynamic"], default="fp32",
+                   help="weights: fp32 (default), fp16 (half the size), int8 (a quarter; calibrated on the run's "
+                        "training photos) or int8-dynamic (no calibration)")
+    p.add_argument("--calibration", metavar="DIR", help="int8: folder of photos to calibrate on (default: the run's "
+                                                        "data.root training photos)")
     _common(p, config=False, example=None)
 
     p = _mode(sub, "serve", "HTTP service with a web page",
@@ -146,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  maskcls serve runs/train\n"
               "  maskcls serve runs/train --engine onnx --host 0.0.0.0 --port 8080\n"
               "  maskcls serve model/model.onnx              # a lean install without torch")
-    p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP)
+    p.add_argument("runs", nargs="*", metavar="RUN", help=RUNS_HELP + MODEL_DEFAULT)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
