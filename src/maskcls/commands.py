@@ -131,7 +131,12 @@ def _engine(args: argparse.Namespace) -> str:
 def predict(args: argparse.Namespace) -> int:
     from .evaluation import predict_source
 
+    given = any("=" not in r for r in args.runs)
     _split_runs(args)
+    if not given and not args.out:  # the packaged model: the CSV goes here, never into the installed package
+        src = Path(args.source or ".")
+        args.out = "submission.csv" if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file() \
+            else "predictions.csv"
     out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=_engine(args),
                          overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing)
     print(f"written: {out}")

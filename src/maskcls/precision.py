@@ -26,7 +26,7 @@ import numpy as np
 log = logging.getLogger("maskcls")
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
-QUANTISED_OPS = ["Conv", "Gemm", "MatMul"]  # weight-heavy ops; the rest (softmax, pooling) stays float
+QUANTISED_OPS = ["Conv", "Gemm"]  # the weights; MatMul (the 18 probabilities from the head softmaxes), softmax stay float
 
 
 def check_precision(precision: str) -> str:
