@@ -288,7 +288,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         log.info("resumed %s at epoch %d", state["path"], start + 1)
     model = distributed.wrap(d, model)  # DDP under torchrun: gradients averaged over ranks
 
-    from .model_card import training_summary, write_model_card
+    from .model_card import training_summary, write_model_card, write_val_predictions
 
     training = training_summary(cfg.data.root, train_set_frame, val_frame)  # rides in checkpoints and the ONNX file
     logger = Logger(run_dir) if d.main else None
@@ -363,6 +363,9 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
     if d.main:
+        if best_val is not None and len(best_val[1]) == len(val_frame) and \
+                (np.asarray(best_val[1]) == val_frame["label"].to_numpy()).all():  # rows in val_frame's order
+            write_val_predictions(run_dir, val_frame, best_val[0].argmax(1))  # the card's per-group table
         result["model_card"] = str(write_model_card(run_dir, training))
     result["model_card"] = str(distributed.broadcast(d, result.get("model_card")))
     distributed.shutdown(d)  # only a process group setup() made

@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from . import labels as L
@@ -68,6 +69,68 @@ def _mask_set_rows(folder: Path) -> list[str]:
     return rows
 
 
+VAL_PREDICTIONS = "val_predictions.csv"  # path, person, race, label, pred of the validation persons
+
+
+def write_val_predictions(run_dir: str | Path, frame, pred) -> Path:
+    """The validation persons' answers (``fit`` at the best epoch; ``evaluate`` rewrites it), for the group table."""
+    import pandas as pd
+
+    cols = [c for c in ("path", "person", "race", "label") if c in frame]
+    table = pd.DataFrame({c: frame[c].to_numpy() for c in cols}).assign(pred=np.asarray(pred, int))
+    path = Path(run_dir) / VAL_PREDICTIONS
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _race_name(value) -> str:
+    """maskfaces writes race names (White, Black, Asian, Indian, Others: UTKFace's codes 0-4); a bare code says so."""
+    text = str(value).strip()
+    return f"race code {text}" if text.isdigit() else text or "unknown"
+
+
+def _race_of(path: str) -> str:
+    """Race from the competition folder name ``<id>_<gender>_<race>_<age>``, else unknown."""
+    parts = Path(str(path)).parent.name.split("_")
+    return _race_name(parts[2]) if len(parts) >= 4 else "unknown"
+
+
+def group_table(folder: Path, thresholds=L.DEFAULT_AGE_THRESHOLDS) -> list[str]:
+    """Mask, gender and age-band accuracy per race, gender and age band of the validation persons, with counts.
+
+    Why: a place that deploys the model should see where it is weaker, not only the mean.
+    """
+    import pandas as pd
+
+    f = folder / VAL_PREDICTIONS
+    try:
+        t = pd.read_csv(f)
+        t = t[(t["label"] >= 0) & (t["pred"] >= 0)]
+    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+        return []
+    if t.empty:
+        return []
+    label, pred = t["label"].to_numpy(int), t["pred"].to_numpy(int)
+    race = t["race"].map(_race_name) if "race" in t else t["path"].map(_race_of)
+    person = t["person"].astype(str) if "person" in t else pd.Series(t["path"].map(lambda p: Path(p).parent.name))
+    hit = {"mask": label // 6 == pred // 6, "gender": label // 3 % 2 == pred // 3 % 2, "age": label % 3 == pred % 3}
+    groups = {"race": race.to_numpy(),
+              "gender": np.where(label // 3 % 2 == 1, "female", "male"),
+              "age band": np.array([L.age_name(b, thresholds) for b in label % 3])}
+    lines = ["| group | persons | photos | mask accuracy | gender accuracy | age-band accuracy |",
+             "|---|---|---|---|---|---|"]
+    for axis, values in groups.items():
+        for v in sorted(set(values)):
+            m = values == v
+            lines.append(f"| {axis}: {v} | {person[m].nunique()} | {int(m.sum())} | "
+                         + " | ".join(f"{hit[k][m].mean():.3f}" for k in ("mask", "gender", "age")) + " |")
+    lines.append(f"| all | {person.nunique()} | {len(t)} | "
+                 + " | ".join(f"{hit[k].mean():.3f}" for k in ("mask", "gender", "age")) + " |")
+    return lines
+
+
 def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     """Write (or refresh) ``<run>/MODEL_CARD.md``; ``training`` (from ``training_summary``) is kept beside it."""
     folder = Path(run_dir)
@@ -110,6 +173,12 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
                   "masks) weigh as much as common ones."]
     else:
         lines += ["Not scored yet: run `maskcls evaluate` on this run."]
+    groups = group_table(folder, (lo, hi))
+    if groups:
+        lines += ["", "### By group of the validation persons", "",
+                  "Accuracy of each axis per race group, gender and age band (true labels) of the persons held out "
+                  f"from training (`{VAL_PREDICTIONS}`). Small groups give rough figures: read the counts.", "",
+                  *groups]
     real = _mask_set_rows(folder)
     if real:
         lines += ["", "Real photos labelled by mask only (`maskcls evaluate --mask-set`; measured, never trained "
