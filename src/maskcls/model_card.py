@@ -202,3 +202,85 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     path = folder / CARD
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+REBUILD = "make model"  # the one command that rebuilds the packaged model (scripts/build_model.py)
+TBD = "TBD (lead: measure)"
+
+
+def _score(folder: Path | None, name: str, *keys) -> str:
+    """A figure from the run's metrics file, else the placeholder."""
+    try:
+        v = json.loads((folder / name).read_text())
+        for k in keys:
+            v = v[k]
+        return f"{float(v):.3f}"
+    except (TypeError, OSError, ValueError, KeyError):
+        return TBD
+
+
+def write_shipped_card(out: str | Path, run_dir: str | Path | None = None, model: str | Path | None = None,
+                       precision: str = "fp16") -> Path:
+    """MODEL_CARD.md of the packaged model: its data and their licences, scores, use, limits, how to rebuild it.
+
+    Scores come from the training run's metrics files where present (``maskcls
+    evaluate`` wrote them); the rest stay placeholders to fill from measurements.
+    The run's own card (metrics and per-group table) follows.
+    """
+    folder = Path(run_dir) if run_dir else None
+    size = f"{Path(model).stat().st_size / 1e6:.1f} MB" if model and Path(model).is_file() else TBD
+    real = "mask_set_realfaces.json"
+    lines = ["# Model card: the packaged maskcls model (`maskcls/weights/maskcls.onnx`)", "",
+             f"`maskcls predict` and `maskcls serve` use this model when no run folder or .onnx is given "
+             f"(after `$MASKCLS_MODEL`). ONNX, {precision} weights, {size}; rebuilt by `{REBUILD}`.", "",
+             "## Training data and licences", "",
+             "- **maskfaces** (`../shared/maskfaces`, rendered by `make maskfaces`): real adult faces from "
+             "**UTKFace** with masks placed on them. UTKFace is licensed for **non-commercial research only**. "
+             "A model trained on it inherits that limit: use it for research and evaluation; **do not deploy it "
+             "commercially** unless you have cleared the UTKFace licence (or retrained without UTKFace).",
+             "- **realmasks** (`../shared/realmasks`, 319 street and news photos, 1,745 face boxes with a mask "
+             "label only): all of it is used for training (`holdout: false`, after the mixing weight was chosen "
+             "on its held-out photos). Many photos are **news-agency pictures whose copyright stays with their "
+             "owners**: they were used for training only and are **not redistributed** with this project or "
+             "model. Source: ch-tseng/Dataset_for_Mask_Wearing (EDEN Social Welfare Foundation, Taiwan, 2020; no "
+             "licence stated).",
+             "- Gender and age labels come only from maskfaces; realmasks faces train the mask head alone.", "",
+             "## Scores", "",
+             "| measure | value | how |", "|---|---|---|",
+             f"| realfaces mask accuracy (1,100 real photos, measure only) | {_score(folder, real, 'mask_accuracy')} "
+             "| `maskcls evaluate --mask-set ../shared/realfaces` |",
+             "| realfaces recall wear / incorrect / not wear | "
+             + (" / ".join(_score(folder, real, "mask_recall", k) for k in ("wear", "incorrect", "not_wear"))
+                if _score(folder, real, "mask_accuracy") != TBD else TBD) + " | same |",
+             f"| maskfaces public eval macro F1 (18 classes) | {_score(folder, 'eval_metrics.json', 'f1')} | "
+             "`maskcls evaluate --answers data/maskfaces/eval/answers.csv` |",
+             f"| face detector recall, held-out realmasks faces >= 48 px | {TBD} | see BENCHMARKS.md |",
+             f"| cost of {precision} vs fp32 (mask accuracy, macro F1) | {TBD} | `benchmarks/precision.py RUN` |", "",
+             "Figures from the training run are of its fp32 weights; BENCHMARKS.md measures the shipped file.", "",
+             "## Intended use", "",
+             "Checking whether masks are worn correctly on photos, for research and evaluation (see the licence "
+             "limit above): counting or prompting at an entrance, on a CPU, with a person checking the answers "
+             "that matter.", "",
+             "## Limits", "",
+             "- **Gender and age band are inferred from appearance**, binary, and often wrong; they **must not be "
+             "used to decide anything about a person**.",
+             "- Faces must be found first: small, turned or hidden faces may be missed (the output says when no "
+             "face was found). Real masks unlike the training ones (colours, shapes, under the nose) are read "
+             "worse; incorrectly worn masks are the weakest class.",
+             "- Training faces: adults from UTKFace and mostly East-Asian street photos from 2020; other people "
+             "and settings may score worse. See the per-group table below.", "",
+             "## Rebuild", "",
+             f"    {REBUILD}", "",
+             "renders maskfaces if absent, trains with `configs/shipped.yaml`, scores the run, exports it at "
+             f"{precision} into `src/maskcls/weights/maskcls.onnx` and rewrites this card. It replaces the file: "
+             "no versions are kept in git."]
+    if folder is not None and (folder / CARD).is_file():
+        body = (folder / CARD).read_text(encoding="utf-8").split("\n", 1)[1]
+        lines += ["", f"## The training run ({folder.name})", "", *[
+            ("#" + ln if ln.startswith("#") else ln) for ln in body.strip().splitlines()]]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
