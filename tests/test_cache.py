@@ -95,7 +95,7 @@ def test_auto_detector_is_keyed_as_the_detector_it_resolves_to(monkeypatch, inst
                         lambda name, *a: (real(name, *a) if installed else None) if name == "mtcnnruntime"
                         else real(name, *a))
     if installed and real("mtcnnruntime") is None:
-        pytest.skip("maskcls[mtcnn] is not installed")
+        pytest.skip('the [mtcnn] extra is not installed (pip install ".[mtcnn]")')
     resolved = "mtcnn" if installed else "haar"
     assert PreprocessConfig().detector == "auto"
     auto = Decoder(DATA, PreprocessConfig(), photos=True)

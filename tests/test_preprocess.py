@@ -86,7 +86,7 @@ def test_preprocessor_pickles_for_cache_workers():
 
 
 @pytest.mark.parametrize("detector,module,hint", [("dlib", "dlib", "needs dlib"),
-                                                   ("mtcnn", "mtcnnruntime", r"maskcls\[mtcnn\]")])
+                                                   ("mtcnn", "mtcnnruntime", r'pip install "\.\[mtcnn\]"')])
 def test_missing_detector_package_is_a_config_error(monkeypatch, detector, module, hint):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))

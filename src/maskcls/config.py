@@ -61,7 +61,7 @@ class DataConfig:
 @dataclass
 class PreprocessConfig:
     face_crop: bool = False  # crop to the detected face before decoding to decode_size
-    detector: str = choice("auto", "auto", "haar", "dlib", "mtcnn")  # auto: mtcnn where 'maskcls[mtcnn]' is installed (finds masked faces: +0.03 realfaces), else haar; dlib: 'maskcls[dlib]'
+    detector: str = choice("auto", "auto", "haar", "dlib", "mtcnn")  # auto: mtcnn where the [mtcnn] extra is installed (finds masked faces: +0.03 realfaces), else haar; dlib: pip install ".[dlib]"
     face_margin: float = 0.4  # margin around the face box, as a fraction of its size
     background: str = choice("none", "none", "grabcut", "rembg")  # background removal before decoding (rembg: extra)
     rembg_model: str | None = None  # path of an ONNX model for rembg (None: rembg's download)

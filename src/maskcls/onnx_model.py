@@ -1,6 +1,6 @@
 """Inference on an exported ONNX model with ONNX Runtime, numpy and OpenCV only: no torch, timm or albumentations.
 
-This is what ``pip install maskcls`` (the lean install) runs: ``maskcls predict
+This is what ``pip install ".[serve]"`` (the lean install, from a checkout) runs: ``maskcls predict
 model.onnx`` and ``maskcls serve model.onnx``. The model's config and
 normalisation ride along in its metadata (``export.py`` writes them), so the
 Decoder and the eval transform (``data.eval_transform``, pixel-identical to the

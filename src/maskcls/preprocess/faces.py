@@ -270,7 +270,7 @@ EXTRAS = {"dlib": ("dlib", "dlib", "dlib (the dlib-bin wheel)"), "mtcnn": ("mtcn
 
 
 def resolve_detector(name: str) -> str:
-    """``auto`` is MTCNN where ``maskcls[mtcnn]`` is installed, else the Haar chain; other names stay.
+    """``auto`` is MTCNN where the ``[mtcnn]`` extra is installed, else the Haar chain; other names stay.
 
     MTCNN finds 61 of 76 real masked faces where the Haar chain finds 36, and
     the same weights then read real photos about 0.03 better (BENCHMARKS.md);
@@ -291,7 +291,7 @@ def build_detector(name: str) -> Callable[[np.ndarray], list[Box]]:
         raise ConfigError(f"preprocess.detector: '{name}' is not supported; choose one of auto, {', '.join(DETECTORS)}")
     module, extra, what = EXTRAS.get(name, (None, None, None))
     if module and importlib.util.find_spec(module) is None:
-        raise ConfigError(f"preprocess.detector={name} needs {what}: pip install 'maskcls[{extra}]', "
+        raise ConfigError(f'preprocess.detector={name} needs {what}: pip install ".[{extra}]" (in a checkout), '
                           "or use preprocess.detector=haar")
     return CANDIDATES[DETECTORS[name]]()
 
