@@ -7,7 +7,8 @@ and int8-dynamic into --out (never into the run), then for each file:
 - max |p - p_fp32| over the 18 probabilities and the share of photos whose
   18-class answer equals fp32's, on --images (default: the run's eval images,
   else its training photos; at most --n);
-- latency: ms per image at batch 1 (p50) and at batch 16, ``--threads`` ONNX Runtime threads;
+- latency: ms per image at batch 1 (p50) and at batch 16, ``--threads`` ONNX Runtime threads, in
+  ``--rounds`` rounds that interleave the precisions (median of the rounds);
 - with --mask-set DIR (e.g. ../shared/realfaces): mask accuracy and per-class
   recall through ``evaluate --mask-set``'s own function (measure only);
 - with --answers CSV (e.g. data/maskfaces/eval/answers.csv): macro F1 (18 classes).
@@ -66,14 +67,15 @@ def main() -> None:
     ap.add_argument("--images", help="folder of photos to compare probabilities on (default: the run's eval images)")
     ap.add_argument("--n", type=int, default=200, help="photos compared (default 200)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=20, help="batch-1 calls timed per round")
+    ap.add_argument("--rounds", type=int, default=5, help="latency rounds, precisions interleaved")
     ap.add_argument("--mask-set", help="real photos labelled by mask (DIR/labels.csv), e.g. ../shared/realfaces")
     ap.add_argument("--answers", help="labelled CSV for macro F1, e.g. data/maskfaces/eval/answers.csv")
     args = ap.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, ref, photos = [], None, None
+    rows, ref, photos, models = [], None, None, {}
     for precision in args.precisions:
         t0 = time.time()
         path = export_onnx(args.run, out / f"model-{precision}.onnx", precision=precision)
@@ -81,13 +83,11 @@ def main() -> None:
         photos = photos or sample_images(pred.cfg, args.images, args.n)
         probs = np.concatenate([pred.predict_images(photos[i:i + 32]) for i in range(0, len(photos), 32)])
         ref = probs if ref is None else ref
-        h, w = pred.cfg.data.image_size
-        p50, per_image = latency(pred, (3, h, w), 16, args.repeats)
         row = {"precision": precision, "file": str(path), "mb": round(path.stat().st_size / 1e6, 2),
                "photos": len(photos), "max_abs_prob_diff": round(float(np.abs(probs - ref).max()), 5),
                "class_agreement": round(float((probs.argmax(1) == ref.argmax(1)).mean()), 4),
-               "ms_batch1_p50": round(p50, 2), "ms_per_image_batch16": round(per_image, 2),
                "threads": args.threads}
+        models[precision] = pred
         if args.mask_set:
             m, _ = evaluate_mask_set(path, args.mask_set, out=str(out / precision), engine="onnx", progress=False)
             row.update(mask_accuracy=m["mask_accuracy"], mask_recall=m["mask_recall"], mask_n=m["n"])
@@ -97,6 +97,15 @@ def main() -> None:
         row["seconds"] = round(time.time() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    # latency in interleaved rounds (median of the rounds), so a busy machine slows every precision alike
+    timed = {p: [] for p in models}
+    for _ in range(args.rounds):
+        for p, pred in models.items():
+            h, w = pred.cfg.data.image_size
+            timed[p].append(latency(pred, (3, h, w), 16, args.repeats))
+    for row in rows:
+        t = np.asarray(timed[row["precision"]])
+        row.update(ms_batch1_p50=round(float(np.median(t[:, 0])), 2), ms_per_image_batch16=round(float(np.median(t[:, 1])), 2))
     (out / "precision.json").write_text(json.dumps(rows, indent=1))
     print("\n| precision | MB | max abs prob diff | class agreement | ms/img batch 1 | ms/img batch 16 |"
           + (" mask-set accuracy | recall wear / incorrect / not wear |" if args.mask_set else "")
