@@ -58,7 +58,7 @@ def test_card_gives_accuracy_per_race_gender_and_age_band(run, demo_root):
 
     card = (run / CARD).read_text()
     assert "### By group of the validation persons" in card
-    val = pd.read_csv(run / "val_predictions.csv")
+    val = pd.read_csv(run / "val_answers.csv")  # fit's answers (evaluate's val_predictions.csv is not there yet)
     split = pd.read_csv(run / "split.csv")
     assert len(val) == (split["part"] == "val").sum()  # every held-out photo, once
     people = pd.read_csv(demo_root / "train" / "train.csv", dtype=str)

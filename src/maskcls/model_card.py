@@ -69,7 +69,8 @@ def _mask_set_rows(folder: Path) -> list[str]:
     return rows
 
 
-VAL_PREDICTIONS = "val_predictions.csv"  # path, person, race, label, pred of the validation persons
+VAL_PREDICTIONS = "val_predictions.csv"  # evaluate's answers on the validation persons (decision applied)
+VAL_ANSWERS = "val_answers.csv"  # fit's: path, person, race, label, pred at the best epoch (the report reuses the other)
 
 
 def write_val_predictions(run_dir: str | Path, frame, pred) -> Path:
@@ -78,7 +79,7 @@ def write_val_predictions(run_dir: str | Path, frame, pred) -> Path:
 
     cols = [c for c in ("path", "person", "race", "label") if c in frame]
     table = pd.DataFrame({c: frame[c].to_numpy() for c in cols}).assign(pred=np.asarray(pred, int))
-    path = Path(run_dir) / VAL_PREDICTIONS
+    path = Path(run_dir) / VAL_ANSWERS
     tmp = path.with_name(f".{path.name}.tmp")
     table.to_csv(tmp, index=False)
     tmp.replace(path)
@@ -104,7 +105,7 @@ def group_table(folder: Path, thresholds=L.DEFAULT_AGE_THRESHOLDS) -> list[str]:
     """
     import pandas as pd
 
-    f = folder / VAL_PREDICTIONS
+    f = folder / VAL_PREDICTIONS if (folder / VAL_PREDICTIONS).is_file() else folder / VAL_ANSWERS
     try:
         t = pd.read_csv(f)
         t = t[(t["label"] >= 0) & (t["pred"] >= 0)]
@@ -174,10 +175,11 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     else:
         lines += ["Not scored yet: run `maskcls evaluate` on this run."]
     groups = group_table(folder, (lo, hi))
+    source = VAL_PREDICTIONS if (folder / VAL_PREDICTIONS).is_file() else VAL_ANSWERS
     if groups:
         lines += ["", "### By group of the validation persons", "",
                   "Accuracy of each axis per race group, gender and age band (true labels) of the persons held out "
-                  f"from training (`{VAL_PREDICTIONS}`). Small groups give rough figures: read the counts.", "",
+                  f"from training (`{source}`). Small groups give rough figures: read the counts.", "",
                   *groups]
     real = _mask_set_rows(folder)
     if real:
