@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test test-slow install dev maskfaces clean
+.PHONY: demo test test-slow install dev maskfaces model clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test-slow: dev
 
 maskfaces: install
 	$(BIN)/python ../shared/maskfaces/build.py --out data/maskfaces
+
+# The packaged model src/maskcls/weights/maskcls.onnx + MODEL_CARD.md (renders maskfaces if absent; configs/shipped.yaml)
+model: install
+	$(BIN)/python scripts/build_model.py
 
 clean:
 	rm -rf runs .cache data/demo

@@ -159,7 +159,7 @@ def test_training_commands_say_how_to_install(tmp_path):
     r = _child("from maskcls.cli import main\nsys.exit(main(['train', 'train.epochs=1', '-q']))", tmp_path)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1, r.stderr
-    assert "pip install 'maskcls[train]'" in lines[0] and lines[0].startswith("maskcls: error: `maskcls train`")
+    assert 'pip install ".[train]"' in lines[0] and lines[0].startswith("maskcls: error: `maskcls train`")
     r = _child("from maskcls.cli import main\nsys.exit(main(['cfg', 'train.epochs']))", tmp_path)
     assert r.returncode == 0 and "train.epochs=3" in r.stdout  # the CLI itself works in the lean install
 

@@ -50,3 +50,32 @@ def test_real_data_gets_no_demo_warning(run, tmp_path):
 
 def test_demo_data_is_marked(demo_root):
     assert (demo_root / DEMO_MARKER).is_file() and is_drawn_demo(demo_root)
+
+
+def test_card_gives_accuracy_per_race_gender_and_age_band(run, demo_root):
+    """The per-group table: persons, photos and each axis's accuracy, checked against the run's own answers."""
+    import pandas as pd
+
+    card = (run / CARD).read_text()
+    assert "### By group of the validation persons" in card
+    val = pd.read_csv(run / "val_answers.csv")  # fit's answers (evaluate's val_predictions.csv is not there yet)
+    split = pd.read_csv(run / "split.csv")
+    assert len(val) == (split["part"] == "val").sum()  # every held-out photo, once
+    people = pd.read_csv(demo_root / "train" / "train.csv", dtype=str)
+    race = val["person"].astype(str).str.zfill(6).map(dict(zip(people["id"], people["race"])))
+    assert race.notna().all()
+    for name in sorted(race.unique()):
+        m = (race == name).to_numpy()
+        lab, pred = val["label"][m], val["pred"][m]
+        row = (f"| race: {name} | {val['person'][m].nunique()} | {int(m.sum())} | "
+               f"{(lab // 6 == pred // 6).mean():.3f} | {(lab // 3 % 2 == pred // 3 % 2).mean():.3f} | "
+               f"{(lab % 3 == pred % 3).mean():.3f} |")
+        assert row in card, row
+    female = (val["label"] // 3 % 2 == 1).to_numpy()
+    assert f"| gender: female | {val['person'][female].nunique()} | {int(female.sum())} |" in card
+    band = int(val["label"].iloc[0] % 3)
+    same = (val["label"] % 3 == band).to_numpy()
+    assert f"| age band: {['<30', '30-59', '>=60'][band]} | {val['person'][same].nunique()} | {int(same.sum())} |" in card
+    m = json.loads((run / "val_metrics.json").read_text())
+    assert f"| all | {val['person'].nunique()} | {len(val)} |" in card
+    assert abs((val["label"] == val["pred"]).mean() - m["accuracy"]) < 1e-6  # the best epoch's answers

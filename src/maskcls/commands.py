@@ -67,12 +67,22 @@ def train(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run
+    from .run import run_folder
+    from .shipped import resolve_models
 
+    if args.run and "=" in args.run:  # `maskcls evaluate eval.tta=[flip]`: an override, not a model
+        args.overrides, args.run = [args.run, *args.overrides], None
+    args.run = resolve_models([args.run] if args.run else [])[0]
     if args.scenes:
         return _evaluate_scenes(args)
 
+    engine = "onnx" if args.run.endswith(".onnx") else "torch"
+    if engine == "onnx" and not args.out and not (run_folder(args.run) / "config.yaml").is_file():
+        from .config import ConfigError
+
+        raise ConfigError(f"{args.run} is not inside a run folder: pass --out DIR for its scores")
     m, out = evaluate_run(args.run, answers=args.answers, images=args.images, out=args.out, overrides=args.overrides,
-                          progress=not args.quiet)
+                          progress=not args.quiet, engine=engine)
     from .metrics import summary_text
 
     print(summary_text(m, "evaluation"))
@@ -82,9 +92,11 @@ def evaluate(args: argparse.Namespace) -> int:
         from .evaluation import evaluate_mask_set
 
         mm, mpath = evaluate_mask_set(args.run, args.mask_set, out=args.out, overrides=args.overrides,
-                                      progress=not args.quiet)
+                                      progress=not args.quiet, engine=engine)
         print(mask_text(mm, f"mask set {args.mask_set}"))
         print(f"written: {mpath}")
+    if engine == "onnx":  # the report and the card read the run's checkpoint: torch runs only
+        return 0
     from .report import write_report
 
     print(f"report: {write_report(args.run, metrics=out)}")
@@ -112,12 +124,10 @@ def _evaluate_scenes(args: argparse.Namespace) -> int:
 
 def _split_runs(args: argparse.Namespace) -> None:
     """Both RUNS and key=value are positional: move the overrides out of ``runs``."""
-    args.overrides = [*[r for r in args.runs if "=" in r], *args.overrides]
-    args.runs = [r for r in args.runs if "=" not in r]
-    if not args.runs:
-        from .config import ConfigError
+    from .shipped import resolve_models
 
-        raise ConfigError("give at least one run folder or checkpoint")
+    args.overrides = [*[r for r in args.runs if "=" in r], *args.overrides]
+    args.runs = resolve_models([r for r in args.runs if "=" not in r])  # none given: $MASKCLS_MODEL, packaged
 
 
 def _engine(args: argparse.Namespace) -> str:
@@ -138,7 +148,12 @@ def _engine(args: argparse.Namespace) -> str:
 def predict(args: argparse.Namespace) -> int:
     from .evaluation import predict_source
 
+    given = any("=" not in r for r in args.runs)
     _split_runs(args)
+    if not given and not args.out:  # the packaged model: the CSV goes here, never into the installed package
+        src = Path(args.source or ".")
+        args.out = "submission.csv" if (src / "eval" / "info.csv").is_file() or (src / "info.csv").is_file() \
+            else "predictions.csv"
     out = predict_source(args.runs, source=args.source, out=args.out, with_probs=args.probs, engine=_engine(args),
                          overrides=args.overrides, progress=not args.quiet, allow_missing=args.allow_missing,
                          faces=args.faces, save=args.save)
@@ -177,7 +192,8 @@ def prepare(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    print(f"written: {export_onnx(args.run, args.out)}")
+    path = export_onnx(args.run, args.out, precision=args.precision, calibration=args.calibration)
+    print(f"written: {path} ({args.precision}, {path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -303,6 +303,7 @@ def build_training(cfg: Config, d, data: TrainingData) -> Training:
     return Training(model, norm, feeds, criterion, mixer, optimizer, scheduler, scaler, ema, steps)
 
 
+
 def restore(t: Training, state: dict) -> Progress:
     """Weights, EMA, optimizer, schedule and scaler from last.pt; the loop continues after its epoch."""
     t.model.load_state_dict(state.get("train_model", state["model"]))
@@ -438,7 +439,7 @@ def save_epoch(cfg: Config, t: Training, served, training: dict, epoch: int, p: 
 def finish(cfg: Config, d, t: Training, data: TrainingData, report: Report, run_dir: Path, p: Progress,
            best_metrics: dict, best_val, wall: float) -> dict:
     """Class-bias decision, validation metrics file, model card; the result ``fit`` returns."""
-    from .model_card import write_model_card
+    from .model_card import write_model_card, write_val_predictions
 
     decision = fit_decision(cfg, best_val, distributed.unwrap(t.model), t.feeds.val_ds, d.device, run_dir) \
         if d.main else None
@@ -454,6 +455,10 @@ def finish(cfg: Config, d, t: Training, data: TrainingData, report: Report, run_
         result["metrics"] = best_metrics
         log.info("\n%s", summary_text(best_metrics, "validation (best epoch)"))
     if d.main:
+        val_frame = data.val.frame
+        if best_val is not None and len(best_val[1]) == len(val_frame) and \
+                (np.asarray(best_val[1]) == val_frame["label"].to_numpy()).all():  # rows in val_frame's order
+            write_val_predictions(run_dir, val_frame, best_val[0].argmax(1))  # the card's per-group table
         result["model_card"] = str(write_model_card(run_dir, data_summary(cfg, data)))
     result["model_card"] = str(distributed.broadcast(d, result.get("model_card")))
     distributed.shutdown(d)  # only a process group setup() made

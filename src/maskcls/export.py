@@ -9,6 +9,10 @@ the very Decoder and eval transform that the torch run uses.
 The TorchScript exporter (``dynamo=False``) is used on purpose: the torch.export
 based one needs ``onnxscript``, which is not a dependency, and both give the
 same graph for these CNNs.
+
+``precision`` (fp16, int8, int8-dynamic; ``precision.py``) converts the fp32
+graph afterwards, then the same metadata (plus ``precision``) is written into
+the smaller file, so it opens exactly like the fp32 one.
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ class ProbsModel(torch.nn.Module):
         return self.model.probs(x)
 
 
-def settings(cfg: Config, norm: dict, *, training_data: dict | None = None, decision: dict | None = None) -> dict:
+def settings(cfg: Config, norm: dict, *, training_data: dict | None = None, decision: dict | None = None,
+             precision: str = "fp32") -> dict:
     """What serving needs besides weights: full config (decoder, transform, head), normalisation, decision
     settings and what the model was trained on (for the demo-data warning)."""
     d = cfg.data
@@ -48,14 +53,22 @@ def settings(cfg: Config, norm: dict, *, training_data: dict | None = None, deci
             "preprocessing": {"decode_size": d.decode_size, "image_size": d.image_size,
                               "crop_fraction": d.crop_fraction, **norm, "preprocess": cfg.to_dict()["preprocess"],
                               "head": cfg.model.head},
-            "input": INPUT, "output": OUTPUT, "opset": OPSET}
+            "input": INPUT, "output": OUTPUT, "opset": OPSET, "precision": precision}
 
 
 def export_model(model: MaskNet, cfg: Config, norm: dict, out: str | Path, *, opset: int = OPSET,
-                 training_data: dict | None = None, decision: dict | None = None) -> Path:
-    """Write ``out`` (.onnx) with a dynamic batch axis and the settings in its metadata."""
+                 training_data: dict | None = None, decision: dict | None = None, precision: str = "fp32",
+                 calibration=None) -> Path:
+    """Write ``out`` (.onnx) with a dynamic batch axis and the settings in its metadata.
+
+    ``precision`` other than fp32 converts the exported graph (``precision.convert``;
+    ``calibration``: NCHW batches for static int8).
+    """
     import onnx
 
+    from .precision import check_precision, convert
+
+    check_precision(precision)
     out = check_output(out)
     h, w = cfg.data.image_size
     wrapper = ProbsModel(model.cpu().to(memory_format=torch.contiguous_format).eval()).eval()
@@ -64,19 +77,36 @@ def export_model(model: MaskNet, cfg: Config, norm: dict, out: str | Path, *, op
         torch.onnx.export(wrapper, (torch.zeros(2, 3, h, w),), str(tmp), dynamo=False, opset_version=opset,
                           input_names=[INPUT], output_names=[OUTPUT],
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+        if precision != "fp32":
+            small = tmp.with_name(tmp.name + f".{precision}")
+            try:
+                convert(tmp, small, precision, calibration=calibration, input_name=INPUT)
+                small.replace(tmp)
+            finally:
+                small.unlink(missing_ok=True)
         proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]  # the converters may copy or drop it: one entry, written here
         entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(settings(cfg, norm, training_data=training_data,
-                                                               decision=decision))
+        entry.key, entry.value = META_KEY, json.dumps(settings(cfg, norm, training_data=training_data, decision=decision,
+                                                               precision=precision))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return out
 
 
-def export_onnx(run: str | Path, out: str | Path | None = None, *, which: str = "best") -> Path:
-    """Export a run's checkpoint (``maskcls export RUN``); default ``<run>/weights/model.onnx``."""
+def export_onnx(run: str | Path, out: str | Path | None = None, *, which: str = "best", precision: str = "fp32",
+                calibration: str | Path | None = None, calibration_images: int = 64) -> Path:
+    """Export a run's checkpoint (``maskcls export RUN``); default ``<run>/weights/model.onnx``.
+
+    ``precision=int8`` calibrates on ``calibration_images`` photos of the run's
+    training data (``data.root``), or of the folder ``calibration``.
+    """
+    from .precision import calibration_batches, check_precision
+
+    check_precision(precision)
     if out is not None:
         check_output(out)  # before loading anything: a bad --out is one line, at once
     r = Run.open(run, which=which, device="cpu")
+    batches = calibration_batches(r, calibration_images, calibration) if precision == "int8" else None
     return export_model(r.model, r.cfg, r.norm, out or onnx_path(run), training_data=r.training_data,
-                        decision=r.saved_decision)
+                        decision=r.saved_decision, precision=precision, calibration=batches)

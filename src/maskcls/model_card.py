@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from . import labels as L
@@ -69,6 +70,69 @@ def _mask_set_rows(folder: Path) -> list[str]:
     return rows
 
 
+VAL_PREDICTIONS = "val_predictions.csv"  # evaluate's answers on the validation persons (decision applied)
+VAL_ANSWERS = "val_answers.csv"  # fit's: path, person, race, label, pred at the best epoch (the report reuses the other)
+
+
+def write_val_predictions(run_dir: str | Path, frame, pred) -> Path:
+    """The validation persons' answers (``fit`` at the best epoch; ``evaluate`` rewrites it), for the group table."""
+    import pandas as pd
+
+    cols = [c for c in ("path", "person", "race", "label") if c in frame]
+    table = pd.DataFrame({c: frame[c].to_numpy() for c in cols}).assign(pred=np.asarray(pred, int))
+    path = Path(run_dir) / VAL_ANSWERS
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _race_name(value) -> str:
+    """maskfaces writes race names (White, Black, Asian, Indian, Others: UTKFace's codes 0-4); a bare code says so."""
+    text = str(value).strip()
+    return f"race code {text}" if text.isdigit() else text or "unknown"
+
+
+def _race_of(path: str) -> str:
+    """Race from the competition folder name ``<id>_<gender>_<race>_<age>``, else unknown."""
+    parts = Path(str(path)).parent.name.split("_")
+    return _race_name(parts[2]) if len(parts) >= 4 else "unknown"
+
+
+def group_table(folder: Path, thresholds=L.DEFAULT_AGE_THRESHOLDS) -> list[str]:
+    """Mask, gender and age-band accuracy per race, gender and age band of the validation persons, with counts.
+
+    Why: a place that deploys the model should see where it is weaker, not only the mean.
+    """
+    import pandas as pd
+
+    f = folder / VAL_PREDICTIONS if (folder / VAL_PREDICTIONS).is_file() else folder / VAL_ANSWERS
+    try:
+        t = pd.read_csv(f)
+        t = t[(t["label"] >= 0) & (t["pred"] >= 0)]
+    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
+        return []
+    if t.empty:
+        return []
+    label, pred = t["label"].to_numpy(int), t["pred"].to_numpy(int)
+    race = t["race"].map(_race_name) if "race" in t else t["path"].map(_race_of)
+    person = t["person"].astype(str) if "person" in t else pd.Series(t["path"].map(lambda p: Path(p).parent.name))
+    hit = {"mask": label // 6 == pred // 6, "gender": label // 3 % 2 == pred // 3 % 2, "age": label % 3 == pred % 3}
+    groups = {"race": race.to_numpy(),
+              "gender": np.where(label // 3 % 2 == 1, "female", "male"),
+              "age band": np.array([L.age_name(b, thresholds) for b in label % 3])}
+    lines = ["| group | persons | photos | mask accuracy | gender accuracy | age-band accuracy |",
+             "|---|---|---|---|---|---|"]
+    for axis, values in groups.items():
+        for v in sorted(set(values)):
+            m = values == v
+            lines.append(f"| {axis}: {v} | {person[m].nunique()} | {int(m.sum())} | "
+                         + " | ".join(f"{hit[k][m].mean():.3f}" for k in ("mask", "gender", "age")) + " |")
+    lines.append(f"| all | {person.nunique()} | {len(t)} | "
+                 + " | ".join(f"{hit[k].mean():.3f}" for k in ("mask", "gender", "age")) + " |")
+    return lines
+
+
 def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
     """Write (or refresh) ``<run>/MODEL_CARD.md``; ``training`` (from ``training_summary``) is kept beside it."""
     folder = Path(run_dir)
@@ -111,6 +175,13 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
                   "masks) weigh as much as common ones."]
     else:
         lines += ["Not scored yet: run `maskcls evaluate` on this run."]
+    groups = group_table(folder, (lo, hi))
+    source = VAL_PREDICTIONS if (folder / VAL_PREDICTIONS).is_file() else VAL_ANSWERS
+    if groups:
+        lines += ["", "### By group of the validation persons", "",
+                  "Accuracy of each axis per race group, gender and age band (true labels) of the persons held out "
+                  f"from training (`{source}`). Small groups give rough figures: read the counts.", "",
+                  *groups]
     real = _mask_set_rows(folder)
     if real:
         lines += ["", "Real photos labelled by mask only (`maskcls evaluate --mask-set`; measured, never trained "
@@ -133,4 +204,86 @@ def write_model_card(run_dir: str | Path, training: dict | None = None) -> Path:
         lines.append("- This model saw only drawn faces: do not use it on photos of people at all.")
     path = folder / CARD
     write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+REBUILD = "make model"  # the one command that rebuilds the packaged model (scripts/build_model.py)
+TBD = "TBD (lead: measure)"
+
+
+def _score(folder: Path | None, name: str, *keys) -> str:
+    """A figure from the run's metrics file, else the placeholder."""
+    try:
+        v = json.loads((folder / name).read_text())
+        for k in keys:
+            v = v[k]
+        return f"{float(v):.3f}"
+    except (TypeError, OSError, ValueError, KeyError):
+        return TBD
+
+
+def write_shipped_card(out: str | Path, run_dir: str | Path | None = None, model: str | Path | None = None,
+                       precision: str = "fp16") -> Path:
+    """MODEL_CARD.md of the packaged model: its data and their licences, scores, use, limits, how to rebuild it.
+
+    Scores come from the training run's metrics files where present (``maskcls
+    evaluate`` wrote them); the rest stay placeholders to fill from measurements.
+    The run's own card (metrics and per-group table) follows.
+    """
+    folder = Path(run_dir) if run_dir else None
+    size = f"{Path(model).stat().st_size / 1e6:.1f} MB" if model and Path(model).is_file() else TBD
+    real = "mask_set_realfaces.json"
+    lines = ["# Model card: the packaged maskcls model (`maskcls/weights/maskcls.onnx`)", "",
+             f"`maskcls predict` and `maskcls serve` use this model when no run folder or .onnx is given "
+             f"(after `$MASKCLS_MODEL`). ONNX, {precision} weights, {size}; rebuilt by `{REBUILD}`.", "",
+             "## Training data and licences", "",
+             "- **maskfaces** (`../shared/maskfaces`, rendered by `make maskfaces`): real adult faces from "
+             "**UTKFace** with masks placed on them. UTKFace is licensed for **non-commercial research only**. "
+             "A model trained on it inherits that limit: use it for research and evaluation; **do not deploy it "
+             "commercially** unless you have cleared the UTKFace licence (or retrained without UTKFace).",
+             "- **realmasks** (`../shared/realmasks`, 319 street and news photos, 1,745 face boxes with a mask "
+             "label only): all of it is used for training (`holdout: false`, after the mixing weight was chosen "
+             "on its held-out photos). Many photos are **news-agency pictures whose copyright stays with their "
+             "owners**: they were used for training only and are **not redistributed** with this project or "
+             "model. Source: ch-tseng/Dataset_for_Mask_Wearing (EDEN Social Welfare Foundation, Taiwan, 2020; no "
+             "licence stated).",
+             "- Gender and age labels come only from maskfaces; realmasks faces train the mask head alone.", "",
+             "## Scores", "",
+             "| measure | value | how |", "|---|---|---|",
+             f"| realfaces mask accuracy (1,100 real photos, measure only) | {_score(folder, real, 'mask_accuracy')} "
+             "| `maskcls evaluate --mask-set ../shared/realfaces` |",
+             "| realfaces recall wear / incorrect / not wear | "
+             + (" / ".join(_score(folder, real, "mask_recall", k) for k in ("wear", "incorrect", "not_wear"))
+                if _score(folder, real, "mask_accuracy") != TBD else TBD) + " | same |",
+             f"| maskfaces public eval macro F1 (18 classes) | {_score(folder, 'eval_metrics.json', 'f1')} | "
+             "`maskcls evaluate --answers data/maskfaces/eval/answers.csv` |",
+             f"| face detector recall, held-out realmasks faces >= 48 px | {TBD} | see BENCHMARKS.md |",
+             f"| cost of {precision} vs fp32 (mask accuracy, macro F1) | {TBD} | `benchmarks/precision.py RUN` |", "",
+             "Figures from the training run are of its fp32 weights; BENCHMARKS.md measures the shipped file.", "",
+             "## Intended use", "",
+             "Checking whether masks are worn correctly on photos, for research and evaluation (see the licence "
+             "limit above): counting or prompting at an entrance, on a CPU, with a person checking the answers "
+             "that matter.", "",
+             "## Limits", "",
+             "- **Gender and age band are inferred from appearance**, binary, and often wrong; they **must not be "
+             "used to decide anything about a person**.",
+             "- Faces must be found first: small, turned or hidden faces may be missed (the output says when no "
+             "face was found). Real masks unlike the training ones (colours, shapes, under the nose) are read "
+             "worse; incorrectly worn masks are the weakest class.",
+             "- Training faces: adults from UTKFace and mostly East-Asian street photos from 2020; other people "
+             "and settings may score worse. See the per-group table below.", "",
+             "## Rebuild", "",
+             f"    {REBUILD}", "",
+             "renders maskfaces if absent, trains with `configs/shipped.yaml`, scores the run, exports it at "
+             f"{precision} into `src/maskcls/weights/maskcls.onnx` and rewrites this card. It replaces the file: "
+             "no versions are kept in git."]
+    if folder is not None and (folder / CARD).is_file():
+        body = (folder / CARD).read_text(encoding="utf-8").split("\n", 1)[1]
+        lines += ["", f"## The training run ({folder.name})", "", *[
+            ("#" + ln if ln.startswith("#") else ln) for ln in body.strip().splitlines()]]
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
     return path

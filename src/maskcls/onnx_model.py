@@ -1,6 +1,6 @@
 """The ONNX Runtime session behind a ``Run`` opened with ``engine="onnx"``: no torch, timm or albumentations.
 
-This is what ``pip install maskcls`` (the lean install) runs: ``maskcls predict
+This is what ``pip install ".[serve]"`` (the lean install, from a checkout) runs: ``maskcls predict
 model.onnx`` and ``maskcls serve model.onnx``. The model's config and
 normalisation ride along in its metadata (``export.py`` writes them), so
 ``run.Run`` rebuilds the Decoder and the eval transform exactly as validation

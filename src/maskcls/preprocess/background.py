@@ -159,7 +159,7 @@ def build_remover(cfg: PreprocessConfig):
     if path is not None and not Path(path).expanduser().is_file():
         raise ConfigError(f"preprocess.rembg_model: {path}: file not found")
     if path is None and importlib.util.find_spec("rembg") is None:
-        raise ConfigError("preprocess.background=rembg needs rembg (pip install 'maskcls[rembg]') or "
+        raise ConfigError('preprocess.background=rembg needs rembg (pip install ".[rembg]" in a checkout) or '
                           "preprocess.rembg_model=<a local u2net-style .onnx>; offline, use preprocess.background=grabcut")
     remover = Rembg(None if path is None else str(Path(path).expanduser()))
     try:
