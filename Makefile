@@ -16,8 +16,13 @@ install: $(BIN)/python
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[train,dev,mtcnn]"
 
-demo: install
-	$(BIN)/maskcls demo
+# The main job on a built-in default: the shipped model checks every face of drawn sample photos (no data, no
+# training, no torch): faces.csv and annotated copies in runs/demo/. `maskcls demo` trains a model on drawn data.
+demo: $(BIN)/python
+	$(BIN)/pip install -q -e ".[serve,scenes]"
+	$(BIN)/python -m maskcls.data.samples data/samples
+	$(BIN)/maskcls predict --source data/samples --faces all --save --out runs/demo/faces.csv
+	@cat runs/demo/faces.csv; echo "annotated photos: runs/demo/annotated/"
 
 test: dev
 	$(BIN)/python -m pytest -q
