@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 
 from maskcls.data.dataset import PhotoDataset
-from maskcls.data.loading import image_set, make_loader
+from maskcls.data.imageset import image_set
+from maskcls.data.loading import make_loader
 from maskcls.inference import is_channels_last
 from maskcls.run import Run
 

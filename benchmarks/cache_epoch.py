@@ -33,7 +33,8 @@ import torch
 from maskcls.config import load_config
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.decode import Decoder
-from maskcls.data.loading import image_set, make_loader
+from maskcls.data.imageset import image_set
+from maskcls.data.loading import make_loader
 from maskcls.data.reader import read_train
 from maskcls.data.transforms import build_transform
 from maskcls.engine import build_optimizer, train_one_epoch
@@ -93,7 +94,7 @@ def main() -> None:
                    "data RSS +MiB": round(memory().get("VmRSS", 0.0) - before, 1)}
             if not args.no_train:
                 model = copy.deepcopy(model0).to(device)
-                criterion = loss_from_config(cfg.loss, cfg.model.head, images.frame["label"].to_numpy()).to(device)
+                criterion = loss_from_config(cfg.loss, cfg.model.head).to(device)
                 t = time.perf_counter()
                 train_one_epoch(model, make_loader(ds, cfg, train=True), criterion, build_optimizer(model, cfg), None,
                                 device, max_batches=cfg.train.max_batches, progress=False)

@@ -21,7 +21,8 @@ from maskcls.config import load_config
 from maskcls.data.dataset import PhotoDataset
 from maskcls.data.decode import Decoder
 from maskcls.data.gpu_pipeline import BatchTransform, RawImage, gpu_loader
-from maskcls.data.loading import image_set, load_train_frame, make_loader
+from maskcls.data.imageset import image_set
+from maskcls.data.loading import load_train_frame, make_loader
 from maskcls.data.transforms import build_transform
 from maskcls.models import create_model, data_config
 

@@ -22,9 +22,9 @@ import torch
 
 from maskcls.checkpoint import save_checkpoint
 from maskcls.config import load_config
-from maskcls.export import OnnxPredictor, export_model
+from maskcls.export import export_model
 from maskcls.models import create_model, data_config
-from maskcls.predict import Predictor
+from maskcls.run import Run
 
 FRESH_SIZE = (160, 128)
 
@@ -86,14 +86,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         run = fresh_run(Path(tmp) / "fresh", args.image_size or FRESH_SIZE) if args.fresh else args.run
-        pt = Predictor.load(run, device="cpu")
+        pt = Run.open(run, device="cpu")
         onnx_path = export_model(pt.model, pt.cfg, pt.norm, Path(tmp) / "model.onnx")  # never writes into the run
-        ort = OnnxPredictor.load(onnx_path, threads=args.threads)
+        ort = Run.open(onnx_path, engine="onnx", threads=args.threads)
         h, w = pt.cfg.data.image_size
         rows = [measure("torch eager", pt.model.probs, (3, h, w), args),
                 measure("onnxruntime", ort.model.probs, (3, h, w), args)]
         jpeg = sample_jpeg()
-        prep = timings(lambda: pt.tensor(pt.decoder(jpeg)), args.repeats) * 1000
+        prep = timings(lambda: pt.transform(pt.decoder(jpeg)), args.repeats) * 1000
     print(f"model {pt.cfg.model.name} ({pt.cfg.model.head} head), input {h}x{w}, {args.threads} thread(s), "
           f"torch {torch.__version__}")
     print(f"{'engine':14s} {'p50 ms':>8s} {'p95 ms':>8s} {'batch' + str(args.batch) + ' img/s':>16s}")

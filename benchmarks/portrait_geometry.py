@@ -4,7 +4,7 @@ The first figure sets ``preprocess.framing.PORTRAIT_FACE[detector]``; the
 second is the detection rate quoted in BENCHMARKS.md (real masked faces often
 have none for Haar).
 
-    python benchmarks/portrait_geometry.py [--detector haar|mtcnn] [--root data/maskfaces] [--real ../shared/realfaces]
+    python benchmarks/portrait_geometry.py [--detector haar|mtcnn|centerface|retinaface|fast] [--root data/maskfaces] [--real ../shared/realfaces]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--root", default="data/maskfaces")
     ap.add_argument("--real", default="../shared/realfaces")
     ap.add_argument("--per-kind", type=int, default=80)
-    ap.add_argument("--detector", default="haar", choices=["haar", "dlib", "mtcnn"])
+    ap.add_argument("--detector", default="haar", choices=["haar", "dlib", "mtcnn", "centerface", "retinaface", "fast"])
     a = ap.parse_args()
     det, rng = build_detector(a.detector), random.Random(0)
     found = []

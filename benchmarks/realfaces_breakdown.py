@@ -22,14 +22,14 @@ import torch
 
 def predict_masks(run: str, frame: pd.DataFrame, tta: list[str], detector: str,
                   detector_off: bool = False) -> np.ndarray:
-    from maskcls.evaluation import load_models
+    from maskcls.predict import Ensemble
     from maskcls.preprocess import faces
 
     build = faces.build_detector
     if detector_off:
         faces.build_detector = lambda name: (lambda img: [])
     try:  # no decode cache: the cached framing would hide the switch
-        ens = load_models([run], ["data.cache=false", f"preprocess.detector={detector}"], "torch")
+        ens = Ensemble.load([run], overrides=["data.cache=false", f"preprocess.detector={detector}"])
         probs, kept = ens.predict_frame(frame, progress=False, photos=True, tta=tta)
     finally:
         faces.build_detector = build

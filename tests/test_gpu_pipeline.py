@@ -33,11 +33,10 @@ def _data(*overrides: str):
     return load_config(None, ["data.decode_size=[256,192]", "data.augment=basic", *overrides]).data
 
 
-@pytest.mark.parametrize("preset,size", [("custom", [160, 128]), ("custom", [224, 176]), ("base", [160, 128]),
-                                         ("custom", [192, 144])])
-def test_tensor_eval_transform_equals_albumentations(preset, size):
+@pytest.mark.parametrize("crop,size", [(0.75, [160, 128]), (0.75, [224, 176]), (1.0, [160, 128]), (0.75, [192, 144])])
+def test_tensor_eval_transform_equals_albumentations(crop, size):
     """Both input paths validate, predict and serve on the same pixels (to uint8 rounding in cv2)."""
-    data = _data(f"data.preset={preset}", f"data.image_size={size}")
+    data = _data(f"data.crop_fraction={crop}", f"data.image_size={size}")
     photos = _photos()
     cpu = build_transform(data, train=False, **IMAGENET)
     expected = torch.stack([cpu(image=p)["image"] for p in photos])
@@ -55,7 +54,7 @@ def test_tensor_eval_transform_equals_albumentations(preset, size):
 
 
 def test_train_transform_is_seeded_and_random():
-    data = _data("data.preset=custom", "data.image_size=[160,128]")
+    data = _data("data.image_size=[160,128]")
     x = torch.from_numpy(_photos(8))
     t = BatchTransform(data, train=True, **IMAGENET)
     t.set_random_seed(7)
@@ -71,8 +70,8 @@ def test_train_transform_is_seeded_and_random():
     assert not torch.equal(t(x), first[0])
     plain = BatchTransform(data, train=False, **IMAGENET)(x)
     assert first[0].shape == plain.shape and not torch.allclose(first[0], plain)
-    # base preset: resize only, train equals eval
-    base = _data("data.preset=base", "data.image_size=[160,128]")
+    # no augmentation: train equals eval
+    base = _data("data.augment=none", "data.image_size=[160,128]")
     assert torch.equal(BatchTransform(base, train=True, **IMAGENET)(x), BatchTransform(base, train=False, **IMAGENET)(x))
 
 
@@ -90,7 +89,7 @@ def test_train_ops_match_torchvision():
 
 
 def test_train_augmentation_flips_about_half_and_keeps_range():
-    data = _data("data.preset=custom", "data.image_size=[64,48]")
+    data = _data("data.image_size=[64,48]")
     t = BatchTransform(data, train=True, mean=(0.0,) * 3, std=(1.0,) * 3)
     x = torch.from_numpy(np.repeat(_photos(1)[-1:], 400, 0))  # one noise photo, 400 times
     t.set_random_seed(0)
@@ -102,6 +101,19 @@ def test_train_augmentation_flips_about_half_and_keeps_range():
                  for o in out]
     flipped = np.array(corr_flip) > np.array(corr_plain)
     assert 0.4 < flipped.mean() < 0.6  # HorizontalFlip(p=0.5)
+
+
+def test_default_recipe_on_cuda_does_not_fall_back_silently(caplog):
+    """The default augmentation (real) has no tensor version: on a (mocked) CUDA device auto says so, once."""
+    assert load_config(None, []).data.augment == "real"
+    with caplog.at_level("WARNING", logger="maskcls"):
+        assert not use_gpu_path(load_config(None, []).data, torch.device("cuda"))
+    assert len(caplog.messages) == 1 and "CPU input path" in caplog.messages[0] and "augment=real" in caplog.messages[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="maskcls"):
+        use_gpu_path(load_config(None, []).data, torch.device("cpu"))  # no card: nothing to say
+        use_gpu_path(_data(), torch.device("cuda"))  # basic: the tensor path
+    assert not caplog.messages
 
 
 def test_loader_choice():

@@ -10,7 +10,6 @@ import torch
 import yaml
 
 import maskcls.engine as engine
-import maskcls.inference as inference
 import maskcls.kfold as kfold
 from maskcls.cli import main
 from maskcls.config import ConfigError, load_config
@@ -83,12 +82,11 @@ SPACE = {
 
 
 def test_tune_study_exports_a_yaml_that_trains(tiny_cfg, tmp_path):
-    cfg = tiny_cfg("train.epochs=2", "train.max_batches=1", "tune.study=s1")
+    cfg = tiny_cfg("train.epochs=2", "train.max_batches=1")
     cfg.tune.space = SPACE
-    cfg.tune.n_trials = 2
     from maskcls.tune import run_tune
 
-    out = run_tune(cfg)
+    out = run_tune(cfg, n_trials=2, study="s1")
     folder = tmp_path / "runs" / "s1"
     assert out["trials"] == 2 and (folder / "study.db").is_file()
     import optuna
@@ -105,8 +103,8 @@ def test_tune_study_exports_a_yaml_that_trains(tiny_cfg, tmp_path):
     assert main(["train", "-c", str(folder / "best.yaml"), "-q", "name=from_best"]) == 0
     assert (tmp_path / "runs" / "from_best" / "weights" / "best.pt").is_file()
 
-    cfg.tune.n_trials = 3  # a second worker joins the same study and runs only what the budget has left
-    assert run_tune(cfg)["trials"] == 3
+    # a second worker joins the same study and runs only what the budget has left
+    assert run_tune(cfg, n_trials=3, study="s1")["trials"] == 3
     assert len(optuna.load_study(study_name="s1", storage=out["storage"]).trials) == 3
 
 
@@ -132,24 +130,25 @@ def model():
     return create_model("tf_efficientnet_lite0", pretrained=True).eval()
 
 
-def test_flip_tta_changes_nothing_for_a_flip_invariant_input(model):
-    x = torch.randn(2, 3, 64, 48)
-    x = (x + x.flip(3)) / 2  # mirror-symmetric
-    loader = [(x, torch.tensor([0, 1]))]
-    plain, _ = inference.predict_probs(model, loader, torch.device("cpu"))
-    flipped, _ = inference.predict_probs(model, loader, torch.device("cpu"), tta=["flip"])
-    assert np.allclose(plain, flipped, atol=1e-6)
-    y = torch.randn(2, 3, 64, 48)  # a non-symmetric input does change: the test can fail
-    a, _ = inference.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"))
-    b, _ = inference.predict_probs(model, [(y, torch.tensor([0, 1]))], torch.device("cpu"), tta=["flip"])
-    assert not np.allclose(a, b, atol=1e-6)
+NORM = {"mean": [0.5] * 3, "std": [0.5] * 3}
+
+
+def test_flip_tta_changes_nothing_for_a_flip_invariant_input(model, tiny_cfg):
+    pred = Predictor(Run(model, tiny_cfg(), NORM))
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 48)).astype(np.float32)
+    x = (x + x[..., ::-1]) / 2  # mirror-symmetric
+    assert np.allclose(pred.batch(x, []), pred.batch(x, ["flip"]), atol=1e-6)
+    y = np.random.default_rng(1).standard_normal((2, 3, 64, 48)).astype(np.float32)  # not symmetric: it can fail
+    assert not np.allclose(pred.batch(y, []), pred.batch(y, ["flip"]), atol=1e-6)
 
 
 def test_predictor_applies_eval_tta(model, tiny_cfg, demo_root, monkeypatch):
+    import maskcls.predict as predict
+
     cfg = tiny_cfg("eval.tta=[flip]")
-    pred = Predictor(Run(model, cfg, {"mean": [0.5] * 3, "std": [0.5] * 3}))
+    pred = Predictor(Run(model, cfg, NORM))
     image = np.asarray(read_train(demo_root)["path"].iloc[:2])
-    x = torch.stack([pred.tensor(pred.decoder(p)) for p in image])
+    x = torch.from_numpy(np.stack([pred.transform(pred.decoder(p)) for p in image]))
     with torch.no_grad():
         expected = ((model.probs(x) + model.probs(x.flip(3))) / 2).numpy()
         plain = model.probs(x).numpy()
@@ -158,8 +157,8 @@ def test_predictor_applies_eval_tta(model, tiny_cfg, demo_root, monkeypatch):
     assert np.allclose(pred.predict_images(list(image), tta=[]), plain, atol=1e-5)
 
     used = []
-    real = inference.tta_views
-    monkeypatch.setattr(inference, "tta_views", lambda x, tta: used.append(list(tta)) or real(x, tta))
+    real = predict.tta_views
+    monkeypatch.setattr(predict, "tta_views", lambda x, tta: used.append(list(tta)) or real(x, tta))
     frame = read_train(demo_root).iloc[:3]
     probs, kept = pred.predict_frame(frame, progress=False)
     assert used and all(t == ["flip"] for t in used) and probs.shape == (3, 18)

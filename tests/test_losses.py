@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from maskcls.config import load_config
-from maskcls.losses import (CrossEntropy, FocalLoss, MultiHeadLoss, SoftF1Loss, build_loss, class_weights,
+from maskcls.losses import (CrossEntropy, FocalLoss, MultiHeadLoss, SoftF1Loss, build_loss,
                             head_targets, loss_from_config)
 
 
@@ -111,19 +111,12 @@ def test_multi_head_loss_head_weights_matter():
     assert torch.allclose(only_age, F.cross_entropy(za, a), atol=1e-6)
 
 
-def test_class_weights_balanced():
-    labels = torch.tensor([0] * 30 + [1] * 10 + [17] * 5)
-    w = class_weights(labels)
-    assert w.shape == (18,) and w[17] > w[1] > w[0]
-    assert torch.isfinite(w).all() and w.max() <= 10.0
-
-
 @pytest.mark.parametrize("head", ["single", "multi"])
 @pytest.mark.parametrize("name", ["ce", "focal", "smoothing", "f1"])
 def test_loss_from_config_all_combinations(head, name):
-    cfg = load_config(None, [f"loss.name={name}", "loss.class_weights=balanced"])
+    cfg = load_config(None, [f"loss.name={name}"])
     labels = torch.randint(0, 18, (64,), generator=torch.Generator().manual_seed(0))
-    crit = loss_from_config(cfg.loss, head, labels.numpy())
+    crit = loss_from_config(cfg.loss, head)
     k = 18 if head == "single" else 8
     logits = torch.randn(16, k, requires_grad=True)
     loss = crit(logits, labels[:16])

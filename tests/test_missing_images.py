@@ -12,7 +12,7 @@ import pytest
 from maskcls.cli import main
 from maskcls.evaluation import evaluate_run
 from maskcls.metrics import compute_metrics
-from maskcls.predict import Predictor
+from maskcls.predict import Ensemble
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_without_cache_a_bad_image_is_dropped_not_replaced(run, data):
     frame = pd.DataFrame({"ImageID": info["ImageID"][:4], "path": [str(data / "eval" / "images" / i)
                                                                   for i in info["ImageID"][:4]]})
     Path(frame["path"][1]).write_bytes(b"junk")
-    pred = Predictor.load(run, device="cpu", overrides=["data.cache=false"])
+    pred = Ensemble.load([run], device="cpu", overrides=["data.cache=false"])
     probs, kept = pred.predict_frame(frame, progress=False)
     assert kept["ImageID"].tolist() == [frame["ImageID"][i] for i in (0, 2, 3)]
     expected = pred.predict_images([frame["path"][i] for i in (0, 2, 3)])

@@ -14,7 +14,7 @@ from maskcls import labels as L
 from maskcls.cli import main
 from maskcls.data.demo import make_demo_data
 from maskcls.decision import decide
-from maskcls.predict import Predictor
+from maskcls.predict import Ensemble
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_predict_submission_in_info_order(run, demo_root, tmp_path, capsys):
     assert sub["ImageID"].tolist() == info["ImageID"].tolist()
     assert sub["ans"].between(0, 17).all()
     # the same answers as the Python API on the same files
-    pred = Predictor.load(run, device="cpu")
+    pred = Ensemble.load([run], device="cpu")
     probs = pred.predict_images([str(demo_root / "eval" / "images" / i) for i in info["ImageID"][:5]])
     assert decide(probs, pred.decision).tolist() == sub["ans"][:5].tolist()  # the run's class bias applied
 
@@ -60,7 +60,9 @@ def test_predict_folder_mode(run, demo_root, tmp_path, capsys):
     table = pd.read_csv(out)
     axes = ["p_mask_wear", "p_mask_incorrect", "p_mask_not_wear", "p_gender_male", "p_gender_female",
             "p_age_under30", "p_age_30_59", "p_age_60plus"]
-    base = ["file", "class_id", "mask", "gender", "age", "confidence", "low_confidence", "error", "warning", *axes]
+    # the mask and its own confidence lead (issue #20): what a person looks at first
+    base = ["file", "mask", "mask_confidence", "class_id", "gender", "age", "confidence", "low_confidence", "error",
+            "warning", *axes]
     assert list(table.columns) == base
     assert sorted(table["file"]) == sorted(p.name for p in folder.glob("*.jpg"))
     for row in table.itertuples():
@@ -75,12 +77,14 @@ def test_predict_folder_mode(run, demo_root, tmp_path, capsys):
     assert list(withp.columns) == [*base, *cols]
     p = withp[cols].to_numpy()
     assert np.allclose(p.sum(1), 1, atol=1e-3)
-    decision = Predictor.load(run, device="cpu").decision
+    decision = Ensemble.load([run], device="cpu").decision
     assert (decide(p, decision) == withp["class_id"].to_numpy()).all()
     assert np.allclose(p[np.arange(len(p)), withp["class_id"]], withp["confidence"], atol=1e-3)  # of the chosen class
     # per-axis columns are the marginals of the 18 classes
     cube = p.reshape(-1, 3, 2, 3)
     assert np.allclose(withp[axes[:3]].to_numpy(), cube.sum((2, 3)), atol=1e-4)
+    mask_ids = withp["class_id"].to_numpy() // 6  # the decided class's mask state, with its marginal probability
+    assert np.allclose(withp["mask_confidence"], cube.sum((2, 3))[np.arange(len(p)), mask_ids], atol=1e-3)
     assert np.allclose(withp[axes[3:5]].to_numpy(), cube.sum((1, 3)), atol=1e-4)
     assert np.allclose(withp[axes[5:]].to_numpy(), cube.sum((1, 2)), atol=1e-4)
     assert (withp["low_confidence"] == (withp["confidence"] < 0.5)).all()

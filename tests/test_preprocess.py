@@ -86,7 +86,7 @@ def test_preprocessor_pickles_for_cache_workers():
 
 
 @pytest.mark.parametrize("detector,module,hint", [("dlib", "dlib", "needs dlib"),
-                                                   ("mtcnn", "mtcnnruntime", r"maskcls\[mtcnn\]")])
+                                                   ("mtcnn", "mtcnnruntime", r'"\.\[mtcnn\]"')])
 def test_missing_detector_package_is_a_config_error(monkeypatch, detector, module, hint):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
@@ -282,14 +282,14 @@ def test_prepare_background_cli_writes_rgb_for_rgba_png(demo_root, tmp_path, cap
 
 def test_trained_run_applies_its_face_crop_at_prediction(tiny_cfg):
     from maskcls.engine import fit
-    from maskcls.predict import Predictor
+    from maskcls.predict import Ensemble
 
     result = fit(tiny_cfg("preprocess.face_crop=true", "preprocess.face_margin=0.3"))
-    pred = Predictor.load(result["run_dir"], device="cpu")
+    pred = Ensemble.load([result["run_dir"]], device="cpu")
     assert pred.cfg.preprocess.face_crop and pred.cfg.preprocess.face_margin == 0.3
     img = np.asarray(Image.open(next(Path(pred.cfg.data.root).rglob("*.jpg"))).convert("RGB"))
     expected = resize(Preprocessor(pred.cfg.preprocess)(img), pred.cfg.data.decode_size)
-    np.testing.assert_array_equal(pred.decoder(img), expected)
+    np.testing.assert_array_equal(pred.members[0].decoder(img), expected)
     assert not np.array_equal(expected, resize(img, pred.cfg.data.decode_size))  # it really cropped
 
 

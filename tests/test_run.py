@@ -14,7 +14,7 @@ from maskcls.checkpoint import load_checkpoint
 from maskcls.cli import main
 from maskcls.config import ConfigError
 from maskcls.data.reader import read_train
-from maskcls.predict import Predictor
+from maskcls.predict import Ensemble
 from maskcls.run import Run, run_folder
 
 
@@ -54,23 +54,24 @@ def test_without_split_file_evaluate_asks_for_answers(run, capsys):
     assert err.startswith("maskcls: error:") and "split.csv" in err and "--answers" in err and "\n" not in err
 
 
-def _seen_inputs(pred: Predictor, images) -> torch.Tensor:
+def _seen_inputs(pred: Ensemble, images) -> torch.Tensor:
     """The tensor the model receives for ``images`` (spying on ``probs``)."""
     seen = []
-    real = pred.model.probs
-    pred.model.probs = lambda x: seen.append(x.detach().clone()) or real(x)
+    model = pred.members[0].run.model
+    real = model.probs
+    model.probs = lambda x: seen.append(x.detach().clone()) or real(x)
     pred.predict_images(images, tta=[])
     return seen[0]
 
 
 def test_predict_time_override_changes_the_pixels_the_model_sees(run, demo_root, tmp_path, capsys):
     images = sorted(str(p) for p in (demo_root / "eval" / "images").iterdir())[:3]
-    plain = _seen_inputs(Predictor.load(run, device="cpu"), images)
+    plain = _seen_inputs(Ensemble.load([run], device="cpu"), images)
     for override in ("data.crop_fraction=1.0", "data.decode_size=[96,72]", "preprocess.background=grabcut"):
-        pred = Predictor.load(run, device="cpu", overrides=[override])
+        pred = Ensemble.load([run], device="cpu", overrides=[override])
         other = _seen_inputs(pred, images)
         assert other.shape == plain.shape and not torch.allclose(other, plain), override
-    bigger = _seen_inputs(Predictor.load(run, device="cpu", overrides=["data.image_size=[96,72]"]), images)
+    bigger = _seen_inputs(Ensemble.load([run], device="cpu", overrides=["data.image_size=[96,72]"]), images)
     assert bigger.shape[-2:] == (96, 72)
     # through the CLI: the written probabilities change with the override
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
@@ -99,9 +100,9 @@ def test_override_that_cannot_apply_is_refused_in_one_line(run, override, needle
 def test_allowed_overrides_apply(run):
     same = Run.open(run, ["model.head=multi"])  # equal to the trained value: nothing to refuse
     assert same.cfg.model.head == "multi"
-    r = Run.open(run, ["eval.tta=[flip]", "eval.batch_size=4", "train.channels_last=false", "data.cache=false"])
+    r = Run.open(run, ["eval.tta=[flip]", "eval.batch_size=4", "train.threads=1", "data.cache=false"])
     assert r.cfg.eval.tta == ["flip"] and r.cfg.eval.batch_size == 4 and not r.cfg.data.cache
-    assert next(p for p in r.model.parameters() if p.ndim == 4).is_contiguous()
+    assert not next(p for p in r.model.parameters() if p.ndim == 4).is_contiguous()  # always NHWC
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

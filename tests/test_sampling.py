@@ -11,7 +11,7 @@ from maskcls import labels as L
 from maskcls.config import DataConfig, load_config
 from maskcls.data.labels_train import training_frame
 from maskcls.data.reader import read_train
-from maskcls.data.sampling import make_sampler, subset_persons
+from maskcls.data.sampling import EpochSampler, subset_persons
 from maskcls.data.splits import holdout
 from maskcls.engine import fit
 
@@ -36,8 +36,7 @@ def shares(frame: pd.DataFrame, column: str, indices) -> pd.Series:
 def test_class_sampler_moves_class_frequencies_to_uniform():
     frame = skewed_frame()
     before = frame["label"].value_counts(normalize=True)
-    sampler = make_sampler("class", frame, seed=0)
-    drawn = list(sampler)
+    drawn = list(EpochSampler("class", frame, seed=0))
     assert len(drawn) == len(frame)
     after = shares(frame, "label", drawn)
     assert before[17] < 0.02 and after[17] > 0.25  # the rare class is now drawn about 1/3 of the time
@@ -50,7 +49,7 @@ def test_sampler_power_draws_classes_in_proportion_to_count_to_the_one_minus_pow
     frame = skewed_frame()  # 300 / 60 / 6 photos
     counts = np.array([300.0, 60.0, 6.0])
     expected = counts ** (1 - power) / (counts ** (1 - power)).sum()
-    drawn = [i for seed in range(20) for i in make_sampler("class", frame, seed=seed, power=power)]
+    drawn = [i for seed in range(20) for i in EpochSampler("class", frame, seed=seed, power=power)]
     after = shares(frame, "label", drawn).reindex([0, 7, 17]).to_numpy()
     assert np.abs(after - expected).max() < 0.02
     if power:  # half the balance: the rare class is drawn more than its share, less than a third
@@ -65,8 +64,7 @@ def test_sampler_power_outside_0_1_is_a_config_error():
 
 def test_person_sampler_makes_persons_equally_likely():
     frame = pd.DataFrame({"person": ["a"] * 7 + ["b"] * 21 + ["c"] * 70, "label": 0})
-    drawn = list(make_sampler("person", frame, seed=1)) * 1
-    drawn += list(make_sampler("person", frame, seed=2))
+    drawn = list(EpochSampler("person", frame, seed=1)) + list(EpochSampler("person", frame, seed=2))
     after = shares(frame, "person", drawn)
     assert frame["person"].value_counts(normalize=True)["a"] < 0.08
     assert np.abs(after - 1 / 3).max() < 0.1
@@ -74,11 +72,12 @@ def test_person_sampler_makes_persons_equally_likely():
 
 def test_sampler_is_seeded_and_none_is_plain_shuffle():
     frame = skewed_frame()
-    assert list(make_sampler("class", frame, seed=4)) == list(make_sampler("class", frame, seed=4))
-    assert list(make_sampler("class", frame, seed=4)) != list(make_sampler("class", frame, seed=5))
-    assert make_sampler("none", frame, seed=0) is None
+    assert list(EpochSampler("class", frame, seed=4)) == list(EpochSampler("class", frame, seed=4))
+    assert list(EpochSampler("class", frame, seed=4)) != list(EpochSampler("class", frame, seed=5))
+    plain = list(EpochSampler("none", frame, seed=0))
+    assert sorted(plain) == list(range(len(frame))) and plain != sorted(plain)  # each photo once, shuffled
     with pytest.raises(ValueError, match="data.sampler"):
-        make_sampler("age", frame, seed=0)
+        EpochSampler("age", frame, seed=0)
 
 
 def test_class_sampler_runs_in_training(tiny_cfg):

@@ -12,9 +12,10 @@ from PIL import Image
 from maskcls import labels as L
 from maskcls.data.decode import Decoder
 from maskcls.decision import decide
-from maskcls.predict import Predictor
+from maskcls.predict import Ensemble
 from maskcls.serve.app import create_app
-from maskcls.serve.service import ServeSettings, Service, axis_probabilities
+from maskcls.serve.service import ServeSettings, Service
+from maskcls.summary import summarize
 
 SETTINGS = ServeSettings(max_bytes=200_000, max_pixels=1_000_000, max_files=4, threads=1)
 
@@ -44,7 +45,7 @@ def test_predict_matches_predictor(client, tiny_run, photo):
     r = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
     assert r.status_code == 200, r.text
     body = r.json()
-    pred = Predictor.load(tiny_run, device="cpu")
+    pred = Ensemble.load([tiny_run], device="cpu")
     expected = pred.predict_images([str(photo)], photos=True)[0]  # framed first
     c = int(decide(expected[None], pred.decision)[0])  # argmax plus the run's class bias
     assert body["class_id"] == c and body["filename"] == photo.name
@@ -62,7 +63,7 @@ def test_axis_marginals():
     p = np.zeros(18)
     p[L.encode(2, 1, 0)] = 0.75
     p[L.encode(0, 1, 2)] = 0.25
-    a = axis_probabilities(p)
+    a = summarize(p)["probabilities"]
     assert a["mask"] == {"wear": 0.25, "incorrect": 0.0, "not_wear": 0.75}
     assert a["gender"]["female"] == 1.0 and a["age"] == {"<30": 0.75, "30-59": 0.0, ">=60": 0.25}
 
@@ -146,7 +147,7 @@ def test_two_faces_two_results(service, tiny_run, photo, monkeypatch):
     faces = r.json()["faces"]
     assert [f["box"] for f in faces] == [list(b) for b in boxes]
     img = np.asarray(Image.open(photo).convert("RGB"))
-    pred = Predictor.load(tiny_run, device="cpu")
+    pred = Ensemble.load([tiny_run], device="cpu")
     for f, b in zip(faces, boxes):
         x0, y0, x1, y1 = crop_box(b, img.shape, pred.cfg.preprocess.face_margin)
         expected = pred.predict_images([img[y0:y1, x0:x1]])[0]
@@ -174,7 +175,7 @@ def test_onnx_engine_service(tiny_run, photo, tmp_path):
     client = TestClient(create_app([run], engine="onnx", settings=SETTINGS))
     a = client.post("/predict", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
     assert client.get("/health").json()["engine"] == "onnx"
-    pred = Predictor.load(run, device="cpu")
+    pred = Ensemble.load([run], device="cpu")
     b = pred.predict_images([str(photo)], photos=True)[0]  # the service frames whole photos
     c = int(decide(b[None], pred.decision)[0])
     assert a["class_id"] == c and a["confidence"] == pytest.approx(b[c], abs=1e-4)
@@ -215,3 +216,17 @@ def test_serve_command_line_overrides_reach_the_model(tiny_run, monkeypatch):
     assert got["overrides"] == ["eval.min_confidence=0.9", "preprocess.detector=mtcnn"]
     served = Service.load([tiny_run], settings=SETTINGS, overrides=got["overrides"])
     assert served.min_confidence == 0.9 and served.ensemble.cfg.preprocess.detector == "mtcnn"
+
+
+def test_summarize_gives_the_mask_its_own_confidence():
+    p = np.zeros(18)
+    p[L.encode(0, 0, 0)], p[L.encode(0, 1, 1)], p[L.encode(2, 0, 0)] = 0.3, 0.3, 0.4  # class 12 wins, mask "wear" 0.6
+    one = summarize(p)
+    assert (one["class_id"], one["mask"], one["mask_confidence"], one["confidence"]) == (12, "not_wear", 0.4, 0.4)
+    bias = [0.0] * 18
+    bias[L.encode(0, 1, 1)] = 1.0  # the decision moves the class: the mask and its confidence follow it
+    moved = summarize(p, decision={"class_bias": bias}, min_confidence=0.5)
+    assert (moved["mask"], moved["mask_confidence"], moved["gender"], moved["age"]) == ("wear", 0.6, "female", "30-59")
+    assert moved["low_confidence"] and moved["confidence"] == 0.3
+    many = summarize(np.stack([p, p]))
+    assert isinstance(many, list) and many == [one, one]

@@ -19,7 +19,8 @@ from maskcls.serve import app as app_module
 from maskcls.serve.app import create_app
 from maskcls.serve.auth import is_loopback, require_key_for
 from maskcls.serve.limits import BodyLimit, Gate
-from maskcls.serve.service import ServeSettings, describe_probs
+from maskcls.serve.service import ServeSettings
+from maskcls.summary import summarize
 
 LIMITS = dict(max_bytes=200_000, max_pixels=1_000_000, max_files=4, max_request_pixels=1_500_000, threads=1)
 
@@ -42,7 +43,7 @@ class StubService:
         self.entered.release()
         if self.block:
             self.release.wait(10)
-        r = describe_probs(np.full(18, 1 / 18))  # class 0: a schema-valid result
+        r = summarize(np.full(18, 1 / 18))  # class 0: a schema-valid result
         return [{**r, "width": int(im.shape[1]), "height": int(im.shape[0]), "faces": [{"box": None, "result": r}],
                  "warnings": []} for im in images]
 

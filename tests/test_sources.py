@@ -16,6 +16,7 @@ from maskcls.config import ConfigError, load_config
 from maskcls.data.boxes import BoxesError, is_held_out, read_boxes, split_boxes
 from maskcls.data.demo import draw_face
 from maskcls.data.reader import DataError
+from maskcls.losses import loss_from_config
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -52,24 +53,15 @@ def source(csv, weight=0.3, **extra):
 
 
 # ----------------------------------------------------------------------------- partial labels: no gradient
-def multi_loss(name: str, encoder):
-    """The multi-head criterion ``loss_from_config`` builds for ``loss.name`` (without class weights)."""
-    from maskcls.labels import HEAD_SIZES
-    from maskcls.losses import AgeDistLoss, MultiHeadLoss, build_loss
-
-    losses = [build_loss(name, k) for k in HEAD_SIZES.values()]
-    if encoder.age_bins:
-        losses[2] = AgeDistLoss()
-    return MultiHeadLoss(losses, load_config().loss.head_weights, encoder)
-
-
 @pytest.mark.parametrize("loss", ["ce", "focal", "smoothing", "f1"])
 @pytest.mark.parametrize("age_head", ["dist", "band"])
 def test_unknown_axis_sends_no_gradient_to_its_head(loss, age_head):
     from maskcls.models import AGE_BINS
     from maskcls.targets import TargetEncoder
 
-    crit = multi_loss(loss, TargetEncoder(AGE_BINS if age_head == "dist" else 0, partial=True))
+    cfg = load_config(None, [f"loss.name={loss}", f"model.age_head={age_head}"])
+    enc = TargetEncoder(AGE_BINS if age_head == "dist" else 0, partial=True)
+    crit = loss_from_config(cfg.loss, "multi", enc)
     age_width = AGE_BINS if age_head == "dist" else 3
     logits = torch.randn(4, 5 + age_width, requires_grad=True)
     # rows: all known; mask only; gender known only; age known only
@@ -86,7 +78,7 @@ def test_unknown_axis_sends_no_gradient_to_its_head(loss, age_head):
 def test_a_batch_without_any_gender_is_finite_and_leaves_the_head_alone():
     from maskcls.targets import TargetEncoder
 
-    crit = multi_loss("ce", TargetEncoder(0, partial=True))
+    crit = loss_from_config(load_config().loss, "multi", TargetEncoder(0, partial=True))
     logits = torch.randn(3, 8, requires_grad=True)
     loss = crit(logits, torch.tensor([[0, 0, 0], [6, 0, 0], [12, 0, 0]]))
     loss.backward()
@@ -98,10 +90,11 @@ def test_full_labels_give_the_same_loss_with_and_without_partial_columns():
     from maskcls.models import AGE_BINS
     from maskcls.targets import TargetEncoder
 
+    cfg = load_config()
     logits = torch.randn(5, 5 + AGE_BINS)
     y = torch.tensor([[1, 25], [8, 65], [13, 40], [17, 61], [3, 10]])
-    plain = multi_loss("ce", TargetEncoder(AGE_BINS))(logits, y)
-    partial = multi_loss("ce", TargetEncoder(AGE_BINS, partial=True))(
+    plain = loss_from_config(cfg.loss, "multi", TargetEncoder(AGE_BINS))(logits, y)
+    partial = loss_from_config(cfg.loss, "multi", TargetEncoder(AGE_BINS, partial=True))(
         logits, torch.cat([y, torch.full((5, 1), 3)], 1))
     assert torch.allclose(plain, partial)
 

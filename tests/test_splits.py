@@ -89,19 +89,7 @@ def test_holdout_zero_fraction_trains_on_all():
     assert len(train) == len(frame) and val.empty
 
 
-def test_split_by_image_warns():
-    frame = _people(20)
-    with pytest.warns(UserWarning, match="inflated"):
-        splits = kfold_indices(frame, 5, seed=0, by="image")
-    leaked = any(set(frame["person"].iloc[tr]) & set(frame["person"].iloc[va]) for tr, va in splits)
-    assert leaked  # the reason for the warning
-    with pytest.warns(UserWarning):
-        holdout(frame, val_fraction=0.2, seed=0, by="image")
-
-
-def test_too_few_persons_and_unknown_split():
+def test_too_few_persons():
     frame = _people(3)
     with pytest.raises(ValueError, match="persons"):
         kfold_indices(frame, 5, seed=0)
-    with pytest.raises(ValueError, match="person or image"):
-        kfold_indices(frame, 2, seed=0, by="photo")

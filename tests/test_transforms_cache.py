@@ -23,10 +23,10 @@ def _image(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (64, 48, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("preset", ["custom", "base"])
+@pytest.mark.parametrize("crop", [0.75, 1.0])
 @pytest.mark.parametrize("size", [[64, 48], [40, 32]])
-def test_output_shape_is_image_size(preset, size):
-    data = load_config(None, ["data.decode_size=[64,48]", f"data.image_size={size}", f"data.preset={preset}"]).data
+def test_output_shape_is_image_size(crop, size):
+    data = load_config(None, ["data.decode_size=[64,48]", f"data.image_size={size}", f"data.crop_fraction={crop}"]).data
     for train in (True, False):
         x = build_transform(data, train=train, **NORM)(image=_image())["image"]
         assert isinstance(x, torch.Tensor) and x.dtype == torch.float32

@@ -25,19 +25,6 @@ def no_confusion_png(monkeypatch):
     monkeypatch.setattr("maskcls.metrics.save_confusion_png", lambda cm, path: None)
 
 
-class SpySampler(torch.utils.data.Sampler):
-    def __init__(self, inner, drawn: list):
-        self.inner, self.drawn = inner, drawn
-
-    def __iter__(self):
-        for i in self.inner:
-            self.drawn.append(int(i))
-            yield i
-
-    def __len__(self):
-        return len(self.inner)
-
-
 class SpyMixer:
     def __init__(self, inner, calls: list):
         self.inner, self.calls = inner, calls
@@ -54,28 +41,35 @@ class SpyMixer:
 
 def test_fit_draws_from_the_default_sampler_and_trains_on_mixed_batches(tiny_cfg, monkeypatch):
     assert Config().data.sampler == "class"  # the default this test guards
-    kinds, powers, drawn, mixed, targets = [], [], [], [], []
-    real_sampler, real_mixer = sampling.make_sampler, mix.build_mixer
+    kinds, powers, epochs, drawn, mixed, targets = [], [], [], [], [], []
+    real_mixer = mix.build_mixer
+    import maskcls.data.feeds as feeds
+    import maskcls.engine as engine
 
-    def spy_sampler(kind, frame, seed, power=1.0):
-        kinds.append(kind)
-        powers.append(power)
-        inner = real_sampler(kind, frame, seed=seed, power=power)
-        return None if inner is None else SpySampler(inner, drawn)
+    class SpyEpochSampler(sampling.EpochSampler):
+        def __init__(self, kind, frame, **kw):
+            kinds.append(kind)
+            powers.append(kw.get("power"))
+            super().__init__(kind, frame, **kw)
+
+        def set_epoch(self, seed: int) -> None:
+            epochs.append(seed)
+            super().set_epoch(seed)
+
+        def __iter__(self):
+            for i in super().__iter__():
+                drawn.append(int(i))
+                yield i
 
     def spy_mixer(cfg, dataset, seed=0, **kw):
         inner = real_mixer(cfg, dataset, seed=seed, **kw)
         return None if inner is None else SpyMixer(inner, mixed)
 
-    monkeypatch.setattr(sampling, "make_sampler", spy_sampler)
+    monkeypatch.setattr(feeds, "EpochSampler", SpyEpochSampler)
     monkeypatch.setattr(mix, "build_mixer", spy_mixer)
-    import maskcls.data.feeds as feeds
-    import maskcls.engine as engine
-
-    for module in (engine, feeds):  # the modules that import them at module level
-        for name, spy in (("make_sampler", spy_sampler), ("build_mixer", spy_mixer)):
-            if hasattr(module, name):
-                monkeypatch.setattr(module, name, spy)
+    for module in (engine, feeds):  # the modules that import it at module level
+        if hasattr(module, "build_mixer"):
+            monkeypatch.setattr(module, "build_mixer", spy_mixer)
     real_loss = engine.loss_from_config
 
     def spy_loss(*a, **kw):
@@ -86,8 +80,8 @@ def test_fit_draws_from_the_default_sampler_and_trains_on_mixed_batches(tiny_cfg
 
     monkeypatch.setattr(engine, "loss_from_config", spy_loss)
     fit(tiny_cfg("train.epochs=2", "mix.name=halves", "mix.prob=1.0", "train.max_batches=2", "data.sampler_power=0.5"))
-    assert kinds == ["class", "class"]  # one sampler per epoch, of the default kind
-    assert powers == [0.5, 0.5]  # data.sampler_power reaches it
+    assert kinds == ["class"] and len(set(epochs)) == 2  # the default kind, re-seeded every epoch
+    assert powers == [0.5]  # data.sampler_power reaches it
     assert len(drawn) >= 2 * 2 * 8  # the loader drew its batches from it
     assert len(mixed) == 4 and len(targets) == 4  # every training batch went through the mixer ...
     assert all(t is m for t, m in zip(targets, mixed))  # ... and the loss saw the mixed targets
@@ -109,8 +103,7 @@ def test_every_shipped_config_builds(path):
         t = build_transform(cfg.data, train=train, **norm)
         x = t(image=np.zeros((*cfg.data.decode_size, 3), np.uint8))["image"]
         assert tuple(x.shape[1:]) == tuple(cfg.data.image_size)
-    labels = np.arange(18).repeat(2)
-    loss_from_config(cfg.loss, cfg.model.head, labels)
+    loss_from_config(cfg.loss, cfg.model.head)
     with torch.no_grad():
         assert model.eval().probs(torch.zeros(1, 3, *cfg.data.image_size)).shape == (1, 18)
 
@@ -130,7 +123,7 @@ def test_cli_kfold_smoke(demo_root, tmp_path, capsys):
 
 
 def test_cli_tune_smoke(demo_root, tmp_path, capsys):
-    assert main(["tune", *_common(demo_root, tmp_path), "--n-trials", "1", "tune.study=cli"]) == 0
+    assert main(["tune", *_common(demo_root, tmp_path), "--n-trials", "1", "--study", "cli"]) == 0
     out = capsys.readouterr().out
     assert "best trial 0" in out and (tmp_path / "runs" / "cli" / "best.yaml").is_file()
     load_config(tmp_path / "runs" / "cli" / "best.yaml")
@@ -158,3 +151,68 @@ def test_bad_setup_fails_before_data_is_read(mode, override, needle, demo_root, 
     assert len(lines) == 1 and lines[0].startswith("maskcls: error:") and needle in lines[0], err
     assert "Traceback" not in out + err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run folder made
+
+
+# ----------------------------------------------------------------------------- defaults no other test guards
+def test_ema_follows_the_trained_weights(tiny_cfg):
+    """train.ema (default on): best.pt ships the EMA, which moved from the start towards the raw weights.
+
+    Guards ``ema.update`` in ``engine.train_one_epoch``: without it the EMA stays at the starting weights.
+    """
+    from maskcls.checkpoint import load_checkpoint
+    from maskcls.models import model_from_config
+
+    assert Config().train.ema
+    cfg = tiny_cfg("train.max_batches=3", "data.val_fraction=0.25")
+    start = model_from_config(cfg).state_dict()  # the packaged pretrained backbone, as fit starts from it
+    last = load_checkpoint(fit(cfg)["run_dir"], "last")
+    ema, raw = last["model"], last["train_model"]
+    name = next(k for k, v in start.items() if v.ndim == 4)  # the stem's convolution: pretrained, not random
+    moved, apart, gap = [(a - b).abs().sum().item() for a, b in
+                         ((ema[name], start[name]), (ema[name], raw[name]), (start[name], raw[name]))]
+    assert moved > 0  # the EMA left the start ...
+    assert 0 < apart < gap  # ... towards the raw weights, without being them
+
+
+def test_training_set_is_augmented_and_validation_is_not(tiny_cfg, demo_root):
+    """Guards ``build_transform(cfg.data, train=True)`` (and the tensor path's ``BatchTransform(train=True)``) in
+    ``data/feeds.py``: with train=False the training photos would be the plain validation pixels."""
+    import maskcls.distributed as D
+    from maskcls.data.feeds import Feeds
+    from maskcls.data.loading import load_splits
+
+    photo = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    src = lambda i: photo  # noqa: E731
+    for loader in ("cpu", "gpu"):  # the tensor path runs on CPU tensors too
+        cfg = tiny_cfg(f"data.loader={loader}", "data.augment=basic")
+        train, val = load_splits(cfg)
+        feeds = Feeds(cfg, D.Dist(), torch.device("cpu"), (train, src), (val, src), {"mean": [0.5] * 3, "std": [0.5] * 3})
+        if loader == "cpu":
+            draws = []
+            for seed in range(4):
+                feeds.train_ds.transform.set_random_seed(seed)
+                draws.append(feeds.train_ds[0][0])
+            assert any(not torch.equal(draws[0], d) for d in draws[1:])  # random: augmented
+            assert torch.equal(feeds.val_ds[0][0], feeds.val_ds[0][0])
+        else:
+            x = torch.from_numpy(np.stack([photo] * 8))
+            feeds.train_tf.set_random_seed(1)
+            assert not torch.equal(feeds.train_tf(x)[0], feeds.train_tf(x)[0])
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_auto_detector_is_mtcnn_exactly_where_it_is_installed(installed, monkeypatch):
+    """Guards ``resolve_detector``'s ``auto`` choice with and without mtcnn-runtime, on any machine."""
+    import importlib.util
+
+    import maskcls.preprocess.faces as faces
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (real("os") if installed else None) if name == "mtcnnruntime" else real(name, *a))
+    built = []
+    monkeypatch.setitem(faces.CANDIDATES, "mtcnn", lambda: built.append("mtcnn") or "mtcnn detector")
+    assert faces.resolve_detector("auto") == ("mtcnn" if installed else "haar")
+    assert faces.resolve_detector("haar") == "haar"
+    detector = faces.build_detector("auto")
+    assert (detector == "mtcnn detector") == installed and built == (["mtcnn"] if installed else [])

@@ -49,5 +49,8 @@ def load_checkpoint(run: str | Path, which: str = "best") -> dict:
         raise CheckpointError(f"{path}: not a readable maskcls checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a maskcls checkpoint (no model/config); for bare weights use model.weights=")
+    from .config import drop_removed
+
+    state["config"] = drop_removed(state["config"], path)  # saved before a key was removed: noted, never a crash
     state["path"] = str(path)
     return state

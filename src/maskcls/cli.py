@@ -116,9 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
               "one study through --storage. Writes best.yaml for `maskcls train -c`.",
               "  maskcls tune --n-trials 20 data.root=data/maskfaces\n"
               "  maskcls tune --storage sqlite:///study.db --timeout 3600")
-    _common(p, example="train.epochs=2 tune.study=lr")
-    p.add_argument("--n-trials", type=int, metavar="N", help="trials to run (overrides tune.n_trials)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this long (overrides tune.timeout)")
+    _common(p, example="train.epochs=2 train.lr=0.002")
+    p.add_argument("--n-trials", type=int, default=20, metavar="N",
+                   help="trials of the whole study, shared by all workers on its storage (default 20)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="this worker stops after this long")
+    p.add_argument("--study", default="maskcls", metavar="NAME",
+                   help="study name, also its folder under project/ (default maskcls)")
     p.add_argument("--storage", metavar="URL", help="database URL shared by workers (default: sqlite in the study folder)")
 
     p = _mode(sub, "prepare", "offline data preparation",

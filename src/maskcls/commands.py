@@ -146,13 +146,7 @@ def tune(args: argparse.Namespace) -> int:
     from .tune import run_tune
 
     cfg = _config(args)
-    if args.n_trials is not None:
-        cfg.tune.n_trials = args.n_trials
-    if args.timeout is not None:
-        cfg.tune.timeout = args.timeout
-    if args.storage is not None:
-        cfg.tune.storage = args.storage
-    run_tune(cfg)
+    run_tune(cfg, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage, study=args.study)
     return 0
 
 

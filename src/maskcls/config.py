@@ -37,14 +37,12 @@ class DataConfig:
     age_thresholds: list[int] = field(default_factory=lambda: [30, 60])  # true bands (evaluation)
     train_age_thresholds: list[int] | None = None  # bands used for training targets only
     drop_train_ages: list[int] = field(default_factory=list)  # ages left out of training, e.g. [57, 58, 59]
-    split: str = choice("person", "person", "image")  # "image" leaks faces into validation
     val_fraction: float = 0.2  # share of persons held out; 0 trains on all
     folds: int = 5  # k of person-level stratified k-fold
     fold: int = 0  # which fold is validation (holdout: of round(1/val_fraction); kfold: of folds)
     decode_size: list[int] = field(default_factory=lambda: [256, 192])  # H, W after decoding (cached)
     image_size: list[int] = field(default_factory=lambda: [160, 128])  # H, W the model sees
-    preset: str = choice("custom", "base", "custom")  # "base": resize only, no augmentation; "custom": centre crop, training flips/colour/noise
-    crop_fraction: float = 0.75  # "custom": centre crop of the portrait before resizing
+    crop_fraction: float = 0.75  # centre crop of the portrait before resizing (1.0: the whole portrait)
     augment: str = choice("real", "none", "basic", "real")  # training augmentation preset (data/transforms.py; real: +0.24 realfaces mask acc)
     chin_masks: float = 0.0  # share of incorrect_mask training photos replaced by the person's mask pulled down to the chin (data/chin_masks.py)
     cache: bool = True  # decode each image once into a memory-mapped store
@@ -62,7 +60,7 @@ class DataConfig:
 @dataclass
 class PreprocessConfig:
     face_crop: bool = False  # crop to the detected face before decoding to decode_size
-    detector: str = choice("auto", "auto", "haar", "dlib", "mtcnn")  # auto: mtcnn where 'maskcls[mtcnn]' is installed (finds masked faces: +0.03 realfaces), else haar; dlib: 'maskcls[dlib]'
+    detector: str = choice("auto", "auto", "haar", "dlib", "mtcnn", "centerface", "retinaface", "fast")  # auto: centerface (base install; finds small and masked faces in scenes), else retinaface, mtcnn, haar; fast: retinaface on a <= 640 px copy (video, ~5x faster); dlib: ".[dlib]", mtcnn: ".[mtcnn]"
     face_margin: float = 0.4  # margin around the face box, as a fraction of its size
     background: str = choice("none", "none", "grabcut", "rembg")  # background removal before decoding (rembg: extra)
     rembg_model: str | None = None  # path of an ONNX model for rembg (None: rembg's download)
@@ -77,9 +75,8 @@ class ModelConfig:
     weights: str | None = None  # a local state dict or checkpoint; beats everything else
     drop_rate: float = 0.2  # dropout before the classifier
     drop_path_rate: float = 0.1  # stochastic depth of the backbone's blocks (timm)
-    freeze_blocks: int = 0  # keep the stem and the first N blocks at their pretrained weights (faster CPU steps)
+    freeze_blocks: int = 0  # keep the stem and the first N blocks at their pretrained weights (1.6x faster CPU steps, lower F1)
     age_head: str = choice("dist", "band", "dist")  # model.head=multi: 3 age bands, or a distribution over exact ages (bands summed from it; +0.035 F1)
-    age_sigma: float = 3.0  # "dist": std (years) of the Gaussian label distribution around the true age
 
 
 @dataclass
@@ -87,9 +84,7 @@ class LossConfig:
     name: str = choice("ce", "ce", "focal", "smoothing", "f1")  # loss: cross-entropy, focal, label smoothing, soft F1
     label_smoothing: float = 0.1  # for "smoothing"
     gamma: float = 2.0  # for "focal"
-    class_weights: str = choice("none", "none", "balanced")  # "balanced": weight classes by inverse frequency
     head_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.5])  # mask, gender, age
-    age_l1: float = 0.1  # model.age_head=dist: weight of |expected age - true age| (in decades) next to the KL term
 
 
 @dataclass
@@ -107,16 +102,10 @@ class TrainConfig:
     optimizer: str = choice("adamw", "adamw", "sgd")  # optimizer
     lr: float = 1e-3  # peak learning rate (after warm-up)
     weight_decay: float = 1e-2  # on weights only, not on norms and biases
-    momentum: float = 0.9  # for "sgd" (Nesterov)
-    scheduler: str = choice("cosine", "cosine", "step", "none")  # learning-rate decay after warm-up
+    scheduler: str = choice("cosine", "cosine", "none")  # learning-rate decay after warm-up: cosine to 1%, or constant
     warmup_epochs: float = 0.3  # linear warm-up length in epochs
-    step_size: int = 2  # epochs between decays for "step"
-    step_gamma: float = 0.1  # decay factor for "step"
-    accumulate: int = 1  # gradient accumulation steps
-    amp: bool = True  # mixed precision, only where CUDA is present
     ema: bool = True  # validate, keep and ship an exponential moving average of the weights (timm ModelEmaV3)
     ema_decay: float = 0.998  # per optimizer step (with warm-up: early steps average less)
-    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and GPU
     patience: int = 0  # early stop after this many epochs without a better val F1 (0: off)
     seed: int = 42  # seeds data order, augmentation and initialisation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -136,10 +125,6 @@ class EvalConfig:
 
 @dataclass
 class TuneConfig:
-    n_trials: int = 20  # trials of the whole study, shared by all workers on its storage
-    timeout: float | None = None  # seconds
-    storage: str | None = None  # database URL (postgresql://... for many machines); None: sqlite in the study folder
-    study: str = "maskcls"  # study name (also the study folder under project/)
     space: dict = field(  # searched keys: {low, high[, log]} or {choices}
         default_factory=lambda: {
             "train.lr": {"low": 1e-4, "high": 3e-3, "log": True},
@@ -170,6 +155,78 @@ class Config:
 
     def copy(self) -> "Config":
         return from_dict(self.to_dict())
+
+
+# Keys (and values) that were removed, so that runs, checkpoints and ONNX models saved with them still load.
+# key -> (what to use instead, {old value: {key: value} it means now}); a value not listed is simply dropped.
+REMOVED: dict[str, tuple[str, dict]] = {
+    "data.preset": ("data.crop_fraction=1.0 for 'base' (no centre crop); 'custom' was the default",
+                    {"base": {"data.crop_fraction": 1.0}}),
+    "data.split": ("nothing: validation always holds out whole persons ('image' leaked faces into it)", {}),
+    "train.step_size": ("train.scheduler=cosine or none (the 'step' schedule was removed)", {}),
+    "train.step_gamma": ("train.scheduler=cosine or none (the 'step' schedule was removed)", {}),
+    "train.momentum": ("nothing: train.optimizer=sgd uses Nesterov momentum 0.9", {}),
+    "train.accumulate": ("data.batch_size or train.processes (gradient accumulation was removed)", {}),
+    "train.amp": ("nothing: mixed precision is always on where CUDA is", {}),
+    "train.channels_last": ("nothing: models always run channels-last (NHWC)", {}),
+    "loss.class_weights": ("data.sampler=class (balancing classes in the sampler)", {}),
+    "loss.age_l1": ("nothing: the exact-age head's L1 weight is fixed at 0.1", {}),
+    "model.age_sigma": ("nothing: the exact-age head's label spread is fixed at 3 years", {}),
+    "tune.n_trials": ("maskcls tune --n-trials N", {}),
+    "tune.timeout": ("maskcls tune --timeout SECONDS", {}),
+    "tune.storage": ("maskcls tune --storage URL", {}),
+    "tune.study": ("maskcls tune --study NAME", {}),
+}
+# (key, removed value) -> (the value it is read as, why)
+REMOVED_VALUES: dict[tuple[str, Any], tuple[Any, str]] = {
+    ("train.scheduler", "step"): ("cosine", "the 'step' schedule was removed"),
+}
+
+
+def removed_key_message(key: str) -> str:
+    """One line for a removed key given by a user: it was removed, and what to use."""
+    instead, _ = REMOVED[key]
+    return f"config key '{key}' was removed; use {instead}"
+
+
+def drop_removed(values: dict, source: Any = "a saved run") -> dict:
+    """A saved config (nested dict) without removed keys or values, each noted in one logged line.
+
+    A removed key whose meaning survives is mapped (``data.preset=base`` ->
+    ``data.crop_fraction=1.0``); others are dropped. Runs, checkpoints and
+    exported models saved before a key was removed load this way, never crash.
+    """
+    import copy
+    import logging
+
+    log = logging.getLogger("maskcls")
+    out = copy.deepcopy(values or {})
+    mapped: dict[str, Any] = {}
+    for key, (instead, meaning) in REMOVED.items():
+        section, _, name = key.rpartition(".")
+        holder = out.get(section) if section else out
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder.pop(name)
+        new = meaning.get(value, {}) if isinstance(value, (str, int, float, bool)) else {}
+        mapped.update(new)
+        read_as = f"; read as {', '.join(f'{k}={v}' for k, v in new.items())}" if new else "; dropped"
+        log.warning("%s: config key %s=%s was removed (use %s)%s", source, key, value, instead, read_as)
+    for (key, old), (new_value, why) in REMOVED_VALUES.items():
+        section, _, name = key.rpartition(".")
+        holder = out.get(section) if section else out
+        if isinstance(holder, dict) and holder.get(name) == old:
+            holder[name] = new_value
+            log.warning("%s: %s=%s was removed (%s); read as %s=%s", source, key, old, why, key, new_value)
+    for key, value in mapped.items():
+        section, _, name = key.rpartition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def from_saved(values: dict, source: Any = "a saved run") -> Config:
+    """The config stored in a run folder, checkpoint or ONNX model, read after ``drop_removed``."""
+    return from_dict(drop_removed(values, source))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -281,6 +338,8 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     head, _, rest = dotted.partition(".")
     names = {f.name: f for f in dataclasses.fields(obj)}
     key = prefix + head
+    if head not in names and prefix + dotted in REMOVED:
+        raise ConfigError(removed_key_message(prefix + dotted))
     if head not in names:
         if not prefix and not rest:
             raise ConfigError(f"unknown config key '{key}'{_unknown_top_level(head, names)}")
@@ -382,17 +441,13 @@ def validate(cfg: Config) -> None:
     if cfg.data.chin_masks and cfg.preprocess.face_crop:
         raise ConfigError("data.chin_masks composes whole portraits; it cannot be used with preprocess.face_crop=true")
     if d.sources:
-        from .data.sources import check_entries  # the entry rules live beside the readers
-
-        check_entries(cfg)
+        check_source_entries(cfg)
     if cfg.train.processes < 1:
         raise ConfigError(f"train.processes must be 1 or more, got {cfg.train.processes}")
     if cfg.model.freeze_blocks < 0:
         raise ConfigError(f"model.freeze_blocks must be 0 or more, got {cfg.model.freeze_blocks}")
-    if cfg.model.age_sigma <= 0:
-        raise ConfigError(f"model.age_sigma must be positive, got {cfg.model.age_sigma}")
-    if cfg.train.epochs < 1 or cfg.train.accumulate < 1:
-        raise ConfigError("train.epochs and train.accumulate must be at least 1")
+    if cfg.train.epochs < 1:
+        raise ConfigError("train.epochs must be at least 1")
     if len(cfg.mix.ratio) != 2 or not 0 < cfg.mix.ratio[0] <= cfg.mix.ratio[1] < 1:
         raise ConfigError(f"mix.ratio: expected [low, high] inside (0, 1), got {cfg.mix.ratio}")
     if not 0.0 <= cfg.eval.min_confidence <= 1.0:
@@ -408,3 +463,52 @@ def validate(cfg: Config) -> None:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# data.sources entries (read by data/sources.py); checked here so validation needs no data code
+SOURCE_KINDS = ("boxes", "voc")
+SOURCE_ENTRY_KEYS = {"kind", "path", "weight", "classes", "holdout", "min_size", "name"}
+SOURCE_MIN_SIZE = 16
+
+
+def check_source_entries(cfg: Config) -> None:
+    """The shape of every ``data.sources`` entry (files are checked when read); one line naming the entry."""
+    total = 0.0
+    for i, e in enumerate(cfg.data.sources):
+        where = f"data.sources[{i}]"
+        if not isinstance(e, dict):
+            raise ConfigError(f"{where}: expected a mapping like {{kind: boxes, path: boxes.csv, weight: 0.25}}, "
+                              f"got {e!r}")
+        unknown = sorted(set(e) - SOURCE_ENTRY_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                              f"valid: {', '.join(sorted(SOURCE_ENTRY_KEYS))}")
+        if e.get("kind") not in SOURCE_KINDS:
+            raise ConfigError(f"{where}: kind {e.get('kind')!r} is not supported; choose one of {', '.join(SOURCE_KINDS)}")
+        if not e.get("path"):
+            raise ConfigError(f"{where}: needs a path (the boxes CSV, or the VOC folder)")
+        w = e.get("weight")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < 1:
+            raise ConfigError(f"{where}: weight {w!r} must be a number in (0, 1): the expected share of each "
+                              f"training batch drawn from it")
+        total += float(w)
+        if not isinstance(e.get("holdout", True), bool):
+            raise ConfigError(f"{where}: holdout must be true or false, got {e['holdout']!r}")
+        m = e.get("min_size", SOURCE_MIN_SIZE)
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 1:
+            raise ConfigError(f"{where}: min_size must be a number of pixels >= 1, got {m!r}")
+        classes = e.get("classes") or {}
+        if not isinstance(classes, dict) or any(v not in (0, 1, 2, None) for v in classes.values()):
+            raise ConfigError(f"{where}: classes must map VOC object names to 0 (wear), 1 (incorrect), "
+                              f"2 (not worn) or null (ignore), got {classes!r}")
+        if classes and e["kind"] != "voc":
+            raise ConfigError(f"{where}: classes applies to kind: voc only (a boxes CSV holds mask 0/1/2)")
+    if total >= 1:
+        raise ConfigError(f"data.sources: the weights add up to {total:g}; they are shares of each batch and must "
+                          f"leave the competition photos a part (sum < 1)")
+    if cfg.model.head != "multi":
+        raise ConfigError("data.sources needs model.head=multi: the single 18-way head cannot learn from faces "
+                          "whose gender or age is unknown (the multi head masks those axes out)")
+    if cfg.preprocess.background != "none":
+        raise ConfigError("data.sources frames faces from their boxes; it cannot be used with preprocess.background "
+                          f"({cfg.preprocess.background})")

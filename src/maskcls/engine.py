@@ -29,11 +29,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, from_dict, save_config
 from .data.decode import Decoder
 from .data.feeds import Feeds
-from .data.loading import image_set, load_splits, load_train_frame, make_loader  # noqa: F401 (re-exported)
+from .data.imageset import image_set
+from .data.loading import load_splits, make_loader
 from .data.reader import Report
 from .data.training_set import TrainingData, assemble
 from .data.splits import SPLIT_FILE, save_split
-from .decision import decide, fit_class_bias, macro_f1, zero_decision
+from .decision import fitted_decision
 from .inference import predict_probs
 from .losses import loss_from_config
 from .metrics import compute_metrics, summary_text, write_metrics
@@ -47,8 +48,8 @@ log = logging.getLogger("maskcls")
 
 
 # ----------------------------------------------------------------------------- loops
-def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None, accumulate=1,
-                    mixer=None, max_batches=0, progress=True, desc="train", channels_last=False, ema=None) -> float:
+def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, device, *, scaler=None,
+                    mixer=None, max_batches=0, progress=True, desc="train", ema=None) -> float:
     """One pass over ``loader``; returns the mean training loss. ``ema`` is updated after each optimizer step."""
     model.train()
     amp = device.type == "cuda" and scaler is not None and scaler.is_enabled()
@@ -62,21 +63,20 @@ def train_one_epoch(model: MaskNet, loader, criterion, optimizer, scheduler, dev
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if mixer is not None:
             x, y = mixer(x, y)
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        x = x.contiguous(memory_format=torch.channels_last)  # NHWC, as the model's weights
         with torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext():
             loss = criterion(model(x), y)
-        (scaler.scale(loss / accumulate) if amp else loss / accumulate).backward()
-        if (step + 1) % accumulate == 0 or step + 1 == n:
-            if amp:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
-            if ema is not None:  # the scheduler's step count drives the warm-up, and resumes with it
-                ema.update(distributed.unwrap(model), step=scheduler.last_epoch if scheduler is not None else None)
+        (scaler.scale(loss) if amp else loss).backward()
+        if amp:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:  # the scheduler's step count drives the warm-up, and resumes with it
+            ema.update(distributed.unwrap(model), step=scheduler.last_epoch if scheduler is not None else None)
         total += loss.item() * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -107,20 +107,17 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     if t.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=t.lr)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=0.9, nesterov=True)
     raise ValueError(f"unknown optimizer '{t.optimizer}'; choose adamw or sgd")
 
 
-def lr_factor(step: int, *, total: int, warmup: int, kind: str, steps_per_epoch: int, step_size: int,
-              gamma: float) -> float:
-    """Linear warm-up, then cosine to 1% / step decay / constant."""
+def lr_factor(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """Linear warm-up, then cosine to 1% or constant."""
     if warmup and step < warmup:
         return (step + 1) / warmup
     if kind == "cosine":
         progress = (step - warmup) / max(1, total - warmup)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if kind == "step":
-        return gamma ** (step // max(1, step_size * steps_per_epoch))
     return 1.0
 
 
@@ -128,8 +125,7 @@ def build_scheduler(optimizer, cfg: Config, steps_per_epoch: int):
     t = cfg.train
     total = steps_per_epoch * t.epochs
     warmup = int(t.warmup_epochs * steps_per_epoch)
-    fn = lambda s: lr_factor(s, total=total, warmup=warmup, kind=t.scheduler, steps_per_epoch=steps_per_epoch,
-                             step_size=t.step_size, gamma=t.step_gamma)
+    fn = lambda s: lr_factor(s, total=total, warmup=warmup, kind=t.scheduler)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
@@ -182,22 +178,11 @@ def fit_decision(cfg: Config, best_val, model, val_ds, device, run_dir: Path) ->
     validation persons or with ``eval.class_bias=false``.
     """
     weights = run_dir / "weights"
-    if not cfg.eval.class_bias:
-        decision = {**zero_decision(), "fitted_on": "nothing (eval.class_bias=false)"}
-    elif not len(val_ds):
-        decision = {**zero_decision(), "fitted_on": "nothing (no validation persons)"}
-        log.info("class bias: no validation persons (data.val_fraction=0), nothing to fit; stored zeros (argmax)")
-    else:
-        if best_val is None:  # resumed after the best epoch: score the best weights once more
-            model.load_state_dict(load_checkpoint(weights / "best.pt")["model"])
-            best_val = predict_probs(model, make_loader(val_ds, cfg, train=False), device)
-        probs, labels = best_val
-        bias = fit_class_bias(probs, labels)
-        before, after = macro_f1(labels, probs.argmax(1)), macro_f1(labels, decide(probs, {"class_bias": bias}))
-        decision = {"class_bias": [float(b) for b in bias], "fitted_on": f"{len(labels)} validation images",
-                    "val_f1_argmax": round(before, 5), "val_f1_with_bias": round(after, 5)}
-        log.info("class bias fitted on %d validation images: val macro F1 %.4f -> %.4f (optimistic: same persons)",
-                 len(labels), before, after)
+    if cfg.eval.class_bias and len(val_ds) and best_val is None:  # resumed after the best epoch: score it again
+        model.load_state_dict(load_checkpoint(weights / "best.pt")["model"])
+        best_val = predict_probs(model, make_loader(val_ds, cfg, train=False), device)
+    probs, labels = best_val if best_val is not None and len(val_ds) else (np.zeros((0, 18)), np.zeros(0, int))
+    decision = fitted_decision(probs, labels, what="validation images", enabled=cfg.eval.class_bias)
     for name in ("best.pt", "last.pt"):
         state = load_checkpoint(weights / name)
         state.pop("path", None)
@@ -283,7 +268,7 @@ def open_run_folder(cfg: Config, d, run_dir, train_df: pd.DataFrame, val_df: pd.
 
 
 def check_split(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame) -> None:
-    overlap = set(train_df["person"]) & set(val_df["person"]) if cfg.data.split == "person" else set()
+    overlap = set(train_df["person"]) & set(val_df["person"])
     if overlap:
         raise RuntimeError(f"{len(overlap)} persons are in both train and validation, e.g. {sorted(overlap)[0]}")
 
@@ -291,9 +276,7 @@ def check_split(cfg: Config, train_df: pd.DataFrame, val_df: pd.DataFrame) -> No
 def build_training(cfg: Config, d, data: TrainingData) -> Training:
     """Model, batches, loss, mixing, optimizer, schedule, AMP scaler and EMA, in the order the seeds expect."""
     device = d.device
-    model = model_from_config(cfg).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model_from_config(cfg).to(device).to(memory_format=torch.channels_last)
     norm = data_config(model)
     encoder = encoder_from_config(cfg)
     feeds = Feeds(cfg, d, device, (data.train.frame, data.train.source), (data.val.frame, data.val.source), norm,
@@ -308,14 +291,14 @@ def build_training(cfg: Config, d, data: TrainingData) -> Training:
 
     from .mix import build_mixer  # noqa: WPS433 (optional techniques live in their own modules)
 
-    criterion = loss_from_config(cfg.loss, cfg.model.head, comp["label"].to_numpy(), encoder).to(device)
+    criterion = loss_from_config(cfg.loss, cfg.model.head, encoder).to(device)
     mixer = build_mixer(cfg.mix, feeds.train_ds, seed=cfg.train.seed, encoder=encoder)
     optimizer = build_optimizer(model, cfg)
     steps = feeds.steps()
     if cfg.train.max_batches:
         steps = min(steps, cfg.train.max_batches)
-    scheduler = build_scheduler(optimizer, cfg, math.ceil(steps / cfg.train.accumulate))
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     ema = build_ema(model, cfg)
     return Training(model, norm, feeds, criterion, mixer, optimizer, scheduler, scaler, ema, steps)
 
@@ -380,9 +363,9 @@ def train_epoch(cfg: Config, d, t: Training, epoch: int) -> float:
         t.mixer.set_epoch(epoch_seed + distributed.RANK_SEED * d.rank)
     loader = t.feeds.train_batches(epoch_seed)
     loss = train_one_epoch(t.model, loader, t.criterion, t.optimizer, t.scheduler, d.device, scaler=t.scaler,
-                           accumulate=cfg.train.accumulate, mixer=t.mixer, max_batches=cfg.train.max_batches,
+                           mixer=t.mixer, max_batches=cfg.train.max_batches,
                            progress=cfg.train.progress and d.main, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                           channels_last=cfg.train.channels_last, ema=t.ema)
+                           ema=t.ema)
     return distributed.mean(d, loss)
 
 

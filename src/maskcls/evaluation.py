@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -17,11 +16,6 @@ from .predict import Ensemble, write_folder_predictions, write_submission
 from .run import run_folder
 
 log = logging.getLogger("maskcls")
-
-
-def load_models(runs: Sequence[str | Path], overrides: Sequence[str] = (), engine: str = "torch") -> Ensemble:
-    """An Ensemble of runs (k-fold folders expanded), with ``key=value`` overrides (e.g. eval.tta=[flip])."""
-    return Ensemble.load(runs, overrides=overrides, engine=engine)
 
 
 def align(frame: pd.DataFrame, probs: np.ndarray, kept: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +65,7 @@ def evaluate_mask_set(run: str | Path, root: str | Path, *, out: str | None = No
     from .devsets import mask_metrics, read_mask_set
     from .preprocess.faces import resolve_detector
 
-    ens = load_models([run], overrides, engine)
+    ens = Ensemble.load([run], overrides=overrides, engine=engine)
     frame = read_mask_set(root).assign(ImageID=lambda f: f["file"])
     probs, kept = ens.predict_frame(frame, progress=progress, photos=True)
     pre = ens.cfg.preprocess
@@ -94,7 +88,7 @@ def evaluate_run(run: str | Path, *, answers: str | None = None, images: str | N
     """
     from .metrics import NO_PREDICTION, compute_metrics, write_metrics  # scikit-learn, matplotlib: the training install
 
-    ens = load_models([run], overrides, engine)
+    ens = Ensemble.load([run], overrides=overrides, engine=engine)
     if answers:
         kept = read_answers(answers, images or str(Path(answers).parent / "images"))
         probs, ok = align(kept, *ens.predict_frame(kept, progress=progress))
@@ -133,7 +127,7 @@ def predict_source(runs: Sequence[str | Path], *, source: str | None = None, out
     the file is written either way, then a DataError says how many unless
     ``allow_missing`` (a warning then).
     """
-    ens = load_models(runs, overrides, engine)
+    ens = Ensemble.load(runs, overrides=overrides, engine=engine)
     src = Path(source or ens.cfg.data.root)
     run_dir = run_folder(ens.members[0].path)
     warnings = ens.warnings()

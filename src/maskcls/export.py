@@ -3,8 +3,8 @@
 The graph outputs the (N, 18) class probabilities (``MaskNet.probs``), so both
 head layouts export alike, with a dynamic batch axis. The run's config,
 normalisation and training-data summary ride along in the model's
-``metadata_props`` (key ``maskcls``), so ``onnx_model.OnnxPredictor`` rebuilds
-the very Decoder and eval transform that ``predict.Predictor`` uses.
+``metadata_props`` (key ``maskcls``), so ``Run.open(..., engine="onnx")`` rebuilds
+the very Decoder and eval transform that the torch run uses.
 
 The TorchScript exporter (``dynamo=False``) is used on purpose: the torch.export
 based one needs ``onnxscript``, which is not a dependency, and both give the
@@ -21,7 +21,7 @@ import torch
 
 from .config import Config
 from .models import MaskNet
-from .onnx_model import INPUT, META_KEY, OUTPUT, OnnxPredictor, OrtModel, ort_session  # noqa: F401 (re-exported)
+from .onnx_model import INPUT, META_KEY, OUTPUT
 from .run import Run, onnx_path
 
 OPSET = 17
@@ -45,7 +45,7 @@ def settings(cfg: Config, norm: dict, *, training_data: dict | None = None, deci
     return {"config": cfg.to_dict(), "norm": {k: list(v) for k, v in norm.items()},
             "training_data": training_data or {}, "decision": decision or {},
             # the preprocessing in one readable place (also inside "config")
-            "preprocessing": {"decode_size": d.decode_size, "image_size": d.image_size, "preset": d.preset,
+            "preprocessing": {"decode_size": d.decode_size, "image_size": d.image_size,
                               "crop_fraction": d.crop_fraction, **norm, "preprocess": cfg.to_dict()["preprocess"],
                               "head": cfg.model.head},
             "input": INPUT, "output": OUTPUT, "opset": OPSET}
@@ -73,9 +73,6 @@ def export_model(model: MaskNet, cfg: Config, norm: dict, out: str | Path, *, op
     onnx.save(proto, str(tmp))
     tmp.replace(out)
     return out
-
-
-default_onnx_path = onnx_path  # <run>/weights/model.onnx
 
 
 def export_onnx(run: str | Path, out: str | Path | None = None, *, which: str = "best") -> Path:

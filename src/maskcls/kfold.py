@@ -24,31 +24,15 @@ from .data.decode import Decoder
 from .data.loading import load_train_frame
 from .data.reader import Report
 from .data.splits import kfold_indices
-from .decision import decide, fit_class_bias, zero_decision
+from .decision import fitted_decision
 from .engine import fit
 from .metrics import compute_metrics, write_metrics
-from .predict import Predictor
+from .predict import Ensemble
 from .preflight import check_before_training
-from .run import KFOLD_DECISION, Run
+from .run import KFOLD_DECISION
 from .runtime import unique_run_dir
 
 log = logging.getLogger("maskcls")
-
-
-def kfold_decision_fit(cfg: Config, probs: np.ndarray, labels: np.ndarray) -> dict:
-    """The ensemble's class biases, fitted on the out-of-fold probabilities (every person once, unseen).
-
-    ``maskcls predict/evaluate/serve`` of the k-fold folder apply it to the
-    members' mean probabilities (``decision.json``); zeros with ``eval.class_bias=false``.
-    """
-    if not cfg.eval.class_bias:
-        return {**zero_decision(), "fitted_on": "nothing (eval.class_bias=false)"}
-    bias = fit_class_bias(probs, labels)
-    after = compute_metrics(labels, decide(probs, {"class_bias": bias}))["f1"]
-    log.info("k-fold class bias fitted on %d out-of-fold images: macro F1 %.4f (optimistic: same images)",
-             len(labels), after)
-    return {"class_bias": [float(b) for b in bias], "fitted_on": f"{len(labels)} out-of-fold images",
-            "oof_f1_with_bias": round(after, 5)}
 
 
 def run_kfold(cfg: Config) -> dict:
@@ -58,7 +42,7 @@ def run_kfold(cfg: Config) -> dict:
     Decoder(cfg.data, cfg.preprocess)  # and for a face detector / background remover that cannot load
     report = Report()
     frame = load_train_frame(cfg, report)
-    folds = kfold_indices(frame, cfg.data.folds, cfg.train.seed, by=cfg.data.split)
+    folds = kfold_indices(frame, cfg.data.folds, cfg.train.seed)
     kdir = unique_run_dir(cfg.project, cfg.name)
     kdir.mkdir(parents=True)
     save_config(cfg, kdir / "config.yaml")
@@ -71,7 +55,7 @@ def run_kfold(cfg: Config) -> dict:
         log.info("fold %d/%d: train %d persons, val %d persons", k + 1, len(folds), train_df["person"].nunique(),
                  val_df["person"].nunique())
         result = fit(fold_cfg, splits=(train_df, val_df), run_dir=kdir / f"fold{k}")
-        probs, kept = Predictor(Run.open(result["run_dir"])).predict_frame(val_df, progress=cfg.train.progress)
+        probs, kept = Ensemble.load([result["run_dir"]]).predict_frame(val_df, progress=cfg.train.progress)
         part = kept[["path", "person", "label"]].assign(fold=k, pred=probs.argmax(1))
         columns = pd.DataFrame(probs.round(5), columns=[f"p{c}" for c in range(probs.shape[1])])
         parts.append(pd.concat([part.reset_index(drop=True), columns], axis=1))
@@ -82,11 +66,14 @@ def run_kfold(cfg: Config) -> dict:
     labels = oof["label"].to_numpy(int)
     m = compute_metrics(labels, oof["pred"].to_numpy(int))
     write_metrics(m, kdir, "oof_metrics", title=f"out-of-fold ({len(oof)} images, {len(folds)} folds)")
-    decision = kfold_decision_fit(cfg, oof[[f"p{c}" for c in range(L.NUM_CLASSES)]].to_numpy(), labels)
+    # the ensemble's biases, fitted on the out-of-fold probabilities (every person once, unseen); predict,
+    # evaluate and serve of the folder apply them to the members' mean probabilities (decision.json)
+    decision = fitted_decision(oof[[f"p{c}" for c in range(L.NUM_CLASSES)]].to_numpy(), labels,
+                               what="out-of-fold images", enabled=cfg.eval.class_bias)
     (kdir / KFOLD_DECISION).write_text(json.dumps(decision, indent=1))
     summary = {"kfold_dir": str(kdir), "folds_n": len(folds), "persons": int(oof["person"].nunique()),
                "images": int(len(oof)), "oof_f1": m["f1"], "oof_accuracy": m["accuracy"], "oof_old_f1": m["old_f1"],
-               "oof_f1_with_bias": decision.get("oof_f1_with_bias", m["f1"]),
+               "oof_f1_with_bias": decision.get("f1_with_bias", m["f1"]),
                "fold_f1": [round(float(f["best_f1"]), 5) for f in fold_results],
                "mean_fold_f1": float(np.mean([f["best_f1"] for f in fold_results])),
                "wall_s": round(time.time() - t0, 1), "problems": report.warnings, "folds": fold_results}

@@ -159,25 +159,11 @@ class MultiHeadLoss(nn.Module):
                    for w, fn, z, t, k in zip(self.weights, self.losses, parts, targets, known))
 
 
-def class_weights(labels, num_classes: int = NUM_CLASSES) -> torch.Tensor:
-    """'balanced' weights n / (k * count), capped so empty classes do not explode."""
-    counts = torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).float()
-    w = counts.sum() / (num_classes * counts.clamp_min(1))
-    return (w / w[counts > 0].mean()).clamp(max=10.0)
-
-
-def loss_from_config(cfg, head: str, train_labels, encoder=None) -> nn.Module:
+def loss_from_config(cfg, head: str, encoder=None) -> nn.Module:
     """The training criterion for a config's loss section and head layout (``encoder``: targets.TargetEncoder)."""
     if head == "single":
-        w = class_weights(train_labels) if cfg.class_weights == "balanced" else None
-        return build_loss(cfg.name, NUM_CLASSES, smoothing=cfg.label_smoothing, gamma=cfg.gamma, weight=w)
-    losses = []
-    for axis, (name, k) in enumerate(HEAD_SIZES.items()):
-        w = None
-        if cfg.class_weights == "balanced":
-            t = torch.as_tensor(train_labels).long()
-            w = class_weights(head_targets(t)[axis], k)
-        losses.append(build_loss(cfg.name, k, smoothing=cfg.label_smoothing, gamma=cfg.gamma, weight=w))
+        return build_loss(cfg.name, NUM_CLASSES, smoothing=cfg.label_smoothing, gamma=cfg.gamma)
+    losses = [build_loss(cfg.name, k, smoothing=cfg.label_smoothing, gamma=cfg.gamma) for k in HEAD_SIZES.values()]
     if encoder is not None and encoder.age_bins:
-        losses[2] = AgeDistLoss(cfg.age_l1)
+        losses[2] = AgeDistLoss()
     return MultiHeadLoss(losses, cfg.head_weights, encoder)

@@ -1,7 +1,10 @@
-"""Prediction from trained runs: one model or a soft-voting ensemble of many.
+"""Prediction from trained runs: one model or a soft-voting ensemble of many, torch or ONNX alike.
 
 A ``Run`` carries its config and normalisation, so the decoder and the
-deterministic eval transform are rebuilt exactly as validation used them.
+deterministic eval transform are rebuilt exactly as validation used them, and
+its ``probs(batch)`` is the only call where the engines differ. Everything
+around it (decoding, framing, TTA, unreadable files, the decision) is the
+numpy path here, so the lean ONNX install runs the very same code.
 """
 from __future__ import annotations
 
@@ -15,80 +18,89 @@ import pandas as pd
 
 from . import labels as L
 from .config import Config
+from .data.decode import Decoder
 from .decision import class_bias, decide
-from .run import Run, expand_runs, kfold_decision, open_runs
+from .run import Run, expand_runs, kfold_decision
+from .summary import axis_columns, axis_probs, summarize
 
-# torch is imported inside the torch engine's methods: ONNX prediction (onnx_model) runs without it
+# no torch here: a torch run imports it inside ``Run.probs``; an ONNX run never does (the lean install)
 
 log = logging.getLogger("maskcls")
 
-__all__ = ["Predictor", "Ensemble", "expand_runs", "write_submission", "write_folder_predictions"]
+__all__ = ["Predictor", "Ensemble", "expand_runs", "tta_views", "write_submission", "write_folder_predictions"]
+
+
+def tta_views(x: np.ndarray, tta: Sequence[str]) -> list[np.ndarray]:
+    """An NCHW batch and its test-time variants: horizontal flip, small horizontal shifts."""
+    views = [x]
+    if "flip" in tta:
+        views.append(np.ascontiguousarray(x[..., ::-1]))
+    if "shift" in tta:
+        d = max(1, x.shape[-1] // 32)
+        views += [np.roll(x, shift=(0, d), axis=(2, 3)), np.roll(x, shift=(0, -d), axis=(2, 3))]
+    return views
 
 
 class Predictor:
-    """Predictions of one ``Run``: images or an image table in, (N, 18) probabilities out."""
+    """Predictions of one ``Run`` (torch or ONNX): images or an image table in, (N, 18) probabilities out.
 
-    def __init__(self, run: Run):
-        self.run = run
-        self.cfg, self.norm, self.model, self.device = run.cfg, run.norm, run.model, run.device
-        self.decoder, self.transform = run.decoder, run.transform
-        self.path = str(run.path)
+    ``decoder`` replaces the run's own (the service classifies face crops it made itself).
+    """
 
-    @classmethod
-    def load(cls, run: str | Path, device: str | None = None, which: str = "best",
-             overrides: Sequence[str] = ()) -> "Predictor":
-        """``device`` None (or "auto" from older callers) uses the run's ``train.device``."""
-        return cls(Run.open(run, overrides, which=which, device=None if device == "auto" else device))
+    def __init__(self, run: Run, decoder: Decoder | None = None):
+        self.run, self.cfg, self.transform, self.path = run, run.cfg, run.transform, str(run.path)
+        self.decoder = decoder or run.decoder
 
     @property
     def decision(self) -> dict:
         return self.run.decision
 
-    def tensor(self, decoded: np.ndarray):
-        return self.transform(image=decoded)["image"]
-
-    def decoder_for(self, photos: bool):
-        """The run's decoder; ``photos=True`` for photos outside the competition layout (framed first)."""
+    def decoder_for(self, photos: bool) -> Decoder:
+        """The decoder; ``photos=True`` for photos outside the competition layout (framed first)."""
         return self.run.photo_decoder if photos else self.decoder
 
-    def predict_images(self, images: Sequence, tta: list[str] | None = None, photos: bool = False) -> np.ndarray:
+    def batch(self, x: np.ndarray, tta: Sequence[str] | None = None) -> np.ndarray:
+        """(N, 18) probabilities of an NCHW float32 batch: the mean over its TTA views (``eval.tta`` by default)."""
+        views = tta_views(x, self.cfg.eval.tta if tta is None else tta)
+        return (sum(self.run.probs(v) for v in views) / len(views)).astype(np.float32)
+
+    def predict_images(self, images: Sequence, tta: Sequence[str] | None = None, photos: bool = False) -> np.ndarray:
         """(N, 18) probabilities of paths, bytes or RGB arrays (decoded here)."""
-        import torch
-
-        from .inference import batch_probs, is_channels_last
-
         if not len(images):
             return np.zeros((0, L.NUM_CLASSES), np.float32)
         decoder = self.decoder_for(photos)
-        with torch.no_grad():
-            x = torch.stack([self.tensor(decoder(im)) for im in images]).to(self.device)
-            if is_channels_last(self.model):
-                x = x.contiguous(memory_format=torch.channels_last)
-            return batch_probs(self.model, x, tta if tta is not None else self.cfg.eval.tta).cpu().numpy()
+        return self.batch(np.stack([self.transform(decoder(im)) for im in images]), tta)
 
-    def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True,
-                      photos: bool = False):
+    def predict_frame(self, frame: pd.DataFrame, *, tta: Sequence[str] | None = None, progress: bool = True,
+                      photos: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
         """Probabilities for every row of an image table (via the decode cache if on).
 
         Returns (probs, kept frame): rows whose image cannot be read are dropped
         and reported, never fatal. ``photos=True`` frames each photo like a
         training portrait first (``preprocess.frame_photos``).
         """
-        from .data.dataset import PhotoDataset
-        from .data.loading import image_set, make_loader
-        from .inference import predict_probs
+        from tqdm import tqdm
+
+        from .data.images import ImageReadError
+        from .data.imageset import image_set
 
         images = image_set(frame, self.decoder_for(photos), self.cfg, progress)
-        ds = PhotoDataset(images.frame, images.source, self.transform)
-        probs, _ = predict_probs(self.model, make_loader(ds, self.cfg, train=False), self.device,
-                                 tta=tta if tta is not None else self.cfg.eval.tta, progress=progress, desc="predict")
-        kept = images.frame
-        if ds.bad:  # without the cache a bad row was filled with the next good one: its probabilities are not its own
-            good = np.setdiff1d(np.arange(len(kept)), sorted(ds.bad))
-            probs, kept = probs[good], kept.iloc[good].reset_index(drop=True)
-        for e in images.errors:
+        n, size = len(images.frame), max(1, self.cfg.eval.batch_size)
+        out, good, errors = [], [], list(images.errors)
+        for start in tqdm(range(0, n, size), desc="predict", leave=False, disable=not progress, unit="batch"):
+            batch = []
+            for i in range(start, min(n, start + size)):
+                try:  # without the cache, files are decoded here: an unreadable one is dropped, never fatal
+                    batch.append(self.transform(images.source(i)))
+                    good.append(i)
+                except ImageReadError as e:
+                    errors.append(str(e))
+            if batch:
+                out.append(self.batch(np.stack(batch), tta))
+        for e in errors:
             log.warning("%s; no prediction", e)
-        return probs, kept
+        probs = np.concatenate(out) if out else np.zeros((0, L.NUM_CLASSES), np.float32)
+        return probs, images.frame.iloc[good].reset_index(drop=True)
 
 
 class Ensemble:
@@ -120,13 +132,17 @@ class Ensemble:
     @classmethod
     def load(cls, runs: Sequence[str | Path], device: str | None = None, overrides: Sequence[str] = (),
              engine: str = "torch", threads: int = 0) -> "Ensemble":
-        """Every run of ``runs`` (k-fold folders expanded) with the same overrides."""
-        if engine == "onnx":
-            from .onnx_model import OnnxPredictor
+        """The one way to open runs for prediction: run folders, checkpoints, .onnx files or a k-fold folder
+        (its folds), each through ``Run.open`` with the same ``key=value`` overrides.
 
-            members = [OnnxPredictor(r) for r in open_runs(runs, overrides, engine="onnx", threads=threads)]
-        else:
-            members = [Predictor(r) for r in open_runs(runs, overrides, device=device, threads=threads)]
+        ``engine``: "torch" (run folders, checkpoints) or "onnx" (their exported
+        model, or an .onnx file; ``device`` is then the CPU); ``device`` None is
+        the run's ``train.device``; ``threads``: intra-op threads (0: the default).
+        """
+        if not runs:
+            raise ValueError("an ensemble needs at least one run")
+        members = [Predictor(Run.open(p, overrides, device=device, engine=engine, threads=threads))
+                   for p in expand_runs(runs)]
         return cls(members, kfold_decision(runs[0]) if len(runs) == 1 else None)
 
     @property
@@ -138,10 +154,14 @@ class Ensemble:
         return list(dict.fromkeys(w for m in self.members for w in m.run.warnings()))
 
     def predict_images(self, images: Sequence, tta: list[str] | None = None, photos: bool = False) -> np.ndarray:
+        """(N, 18) mean probabilities of paths, bytes or RGB arrays."""
         return np.mean([m.predict_images(images, tta, photos=photos) for m in self.members], axis=0)
 
     def predict_frame(self, frame: pd.DataFrame, *, tta: list[str] | None = None, progress: bool = True,
-                      photos: bool = False):
+                      photos: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+        """(probs, kept frame) as ``Predictor.predict_frame``; rows every member could read, probabilities averaged."""
+        if len(self.members) == 1:
+            return self.members[0].predict_frame(frame, tta=tta, progress=progress, photos=photos)
         results = [m.predict_frame(frame, tta=tta, progress=progress, photos=photos) for m in self.members]
         common = set.intersection(*(set(f["path"]) for _, f in results))
         kept = results[0][1][results[0][1]["path"].isin(common)].reset_index(drop=True)
@@ -177,19 +197,6 @@ def write_submission(frame: pd.DataFrame, probs: np.ndarray, out: str | Path, in
     return out
 
 
-def axis_columns(thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> list[str]:
-    """Names of the per-axis probability columns: p_mask_wear, ..., p_gender_female, p_age_under30, ..."""
-    lo, hi = thresholds
-    return ([f"p_mask_{m.name.lower()}" for m in L.Mask] + [f"p_gender_{g.name.lower()}" for g in L.Gender]
-            + [f"p_age_under{lo}", f"p_age_{lo}_{hi - 1}", f"p_age_{hi}plus"])
-
-
-def axis_probs(probs: np.ndarray) -> np.ndarray:
-    """(N, 8): marginals of the 18 class probabilities on mask (3), gender (2) and age band (3)."""
-    cube = np.asarray(probs, np.float64).reshape(-1, len(L.Mask), len(L.Gender), len(L.AgeBand))
-    return np.concatenate([cube.sum((2, 3)), cube.sum((1, 3)), cube.sum((1, 2))], axis=1)
-
-
 def unreadable_reason(path: str) -> str:
     """Why a file got no prediction, in one line (decoding it again to find out)."""
     from .data.images import ImageReadError, load_rgb
@@ -205,18 +212,20 @@ def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | 
                              source: pd.DataFrame | None = None, min_confidence: float = 0.0,
                              warnings: Sequence[str] = (), decision: dict | None = None,
                              thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> Path:
-    """One row per file: labels (class by ``decide``), confidence, ``low_confidence``, per-axis probabilities (and the 18 with
-    ``with_probs``); files of ``source`` without a prediction get a row with ``error`` saying why."""
+    """One row per file: the mask and its own confidence first, then the class (by ``decide``), gender, age,
+    the 18-class confidence, ``low_confidence`` and the per-axis probabilities (and the 18 with ``with_probs``);
+    files of ``source`` without a prediction get a row with ``error`` saying why."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = axis_columns(thresholds)
     warning = "; ".join(warnings)
     by_id = {}
-    for image_id, p, a, c in zip(frame["ImageID"], probs, axis_probs(probs), decide(probs, decision).tolist()):
-        d = L.describe(c)
-        row = {"file": image_id, "class_id": c, "mask": d["mask"], "gender": d["gender"],
-               "age": L.age_name(L.decode(c)[2], thresholds), "confidence": round(float(p[c]), 4),
-               "low_confidence": bool(p[c] < min_confidence), "error": "", "warning": warning}
+    results = summarize(np.asarray(probs).reshape(-1, L.NUM_CLASSES), decision=decision, thresholds=thresholds,
+                        min_confidence=min_confidence)
+    for image_id, p, a, r in zip(frame["ImageID"], probs, axis_probs(probs), results):
+        row = {"file": image_id, **{k: r[k] for k in ("mask", "mask_confidence", "class_id", "gender", "age",
+                                                       "confidence", "low_confidence")},
+               "error": "", "warning": warning}
         row.update({n: round(float(v), 5) for n, v in zip(names, a)})
         if with_probs:
             row.update({f"p{k}": round(float(v), 5) for k, v in enumerate(p)})
@@ -226,9 +235,11 @@ def write_folder_predictions(frame: pd.DataFrame, probs: np.ndarray, out: str | 
     for image_id, path in zip(order["ImageID"], order["path"] if "path" in order else order["ImageID"]):
         rows.append(by_id.get(image_id) or {"file": image_id, "class_id": None, "error": unreadable_reason(path),
                                             "warning": warning})
-    columns = ["file", "class_id", "mask", "gender", "age", "confidence", "low_confidence", "error", "warning",
-               *names, *([f"p{k}" for k in range(L.NUM_CLASSES)] if with_probs else [])]
+    columns = ["file", "mask", "mask_confidence", "class_id", "gender", "age", "confidence", "low_confidence", "error",
+               "warning", *names, *([f"p{k}" for k in range(L.NUM_CLASSES)] if with_probs else [])]
     table = pd.DataFrame(rows, columns=columns)
     table["class_id"] = table["class_id"].astype("Int64")  # empty, not NaN-float, for unreadable files
-    table.to_csv(out, index=False)
+    tmp = out.with_name(f".{out.name}.tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(out)
     return out

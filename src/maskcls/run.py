@@ -4,7 +4,8 @@
 and gives the resolved config (with ``key=value`` overrides), the model rebuilt
 once, the decoder and eval transform built from the resolved config, the split
 the run trained on (``split.csv``) and the decision settings saved with it.
-predict, evaluate, report, serve, export and kfold read runs only through it.
+predict, evaluate, report, serve, export and kfold read runs only through it
+(many runs at once: ``predict.Ensemble.load``).
 
 Overrides that change preprocessing rebuild the decoder and transform; ones
 that only steer evaluation (``eval.*``, batch size, cache, device) are taken
@@ -19,11 +20,13 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import Config, ConfigError, _set, from_dict, parse_override, validate
+from .config import Config, ConfigError, _set, from_saved, parse_override, validate
 from .data.decode import Decoder
+from .data.eval_transform import EvalTransform
 from .data.splits import SPLIT_FILE, held_out, read_split
 
 # torch and albumentations are imported where used: an ONNX run needs neither (the lean install)
@@ -31,14 +34,13 @@ from .data.splits import SPLIT_FILE, held_out, read_split
 log = logging.getLogger("maskcls")
 
 # Overrides a trained model can take. Keys ending in "." are prefixes.
-PIXEL_KEYS = ("data.decode_size", "data.image_size", "data.preset", "data.crop_fraction", "preprocess.")
+PIXEL_KEYS = ("data.decode_size", "data.image_size", "data.crop_fraction", "preprocess.")
 EVAL_KEYS = ("eval.", "data.batch_size", "data.cache", "data.cache_dir", "data.cache_max_gb", "data.workers", "data.root", "data.relabel",
-             "train.device", "train.threads", "train.progress", "train.channels_last", "name", "project")
+             "train.device", "train.threads", "train.progress", "name", "project")
 # Why the others are refused (first matching prefix wins).
 REFUSED = (
     ("model.", "the weights were trained with it; train a new run to change it"),
     ("data.age_thresholds", "the model's age classes were trained with these bands"),
-    ("data.split", "the run's split is saved in split.csv"),
     ("data.val_fraction", "the run's split is saved in split.csv"),
     ("data.fold", "the run's split is saved in split.csv"),
     ("data.max_persons", "the run's split is saved in split.csv"),
@@ -145,22 +147,25 @@ class Run:
         self.saved_decision = dict(decision or {})  # as stored with the run (checkpoint or ONNX metadata)
         self.training_data = dict(training_data or {}) or self._saved_training_data()
         self.decoder = Decoder(cfg.data, cfg.preprocess)
+        # numpy + OpenCV for both engines, pixel-identical to the albumentations eval transform (test_lean)
+        self.transform = EvalTransform(cfg.data, **self.norm)
         if engine == "torch":
             import torch
 
-            from .data.transforms import build_transform
-
             self.device = torch.device(device)
             self.model = model.to(self.device).eval()
-            if cfg.train.channels_last:  # NHWC: ~1.6x faster CPU inference for these backbones
-                self.model = self.model.to(memory_format=torch.channels_last)
-            self.transform = build_transform(cfg.data, train=False, **self.norm)
-        else:  # numpy + OpenCV, pixel-identical to the albumentations eval transform
-            from .data.eval_transform import EvalTransform
-
+            self.model = self.model.to(memory_format=torch.channels_last)  # NHWC: ~1.6x faster CPU inference
+        else:
             self.device, self.model = "cpu", model
-            self.transform = EvalTransform(cfg.data, **self.norm)
         self._photo_decoder: Decoder | None = None
+
+    def probs(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 18) class probabilities of an NCHW float32 batch: the one call where torch and ONNX differ."""
+        if self.engine == "torch":
+            from .inference import torch_probs
+
+            return torch_probs(self.model, batch, self.device)
+        return self.model.probs(batch)
 
     def _saved_training_data(self) -> dict:
         """``training_data.json`` of the run folder (runs whose checkpoint predates the summary)."""
@@ -196,7 +201,7 @@ class Run:
         if is_kfold_folder(path):
             raise CheckpointError(f"{path}: a k-fold folder holds several runs; open them with expand_runs()")
         state = load_checkpoint(path, which)
-        cfg = apply_overrides(from_dict(state["config"]), overrides, state["path"])
+        cfg = apply_overrides(from_saved(state["config"], state["path"]), overrides, state["path"])
         from .runtime import resolve_device, setup_torch
 
         dev = resolve_device(device or cfg.train.device)
@@ -220,7 +225,7 @@ class Run:
                                   f"export it with `maskcls export`") from None
         except Exception as e:  # onnxruntime raises its own types for bad files
             raise CheckpointError(f"{file}: not a readable ONNX model ({type(e).__name__})") from None
-        cfg = apply_overrides(from_dict(info["config"]), overrides, file)
+        cfg = apply_overrides(from_saved(info["config"], file), overrides, file)
         return cls(OrtModel(session), cfg, info["norm"], device="cpu", path=file, decision=info.get("decision"),
                    engine="onnx", training_data=info.get("training_data"))
 
@@ -260,11 +265,3 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.path}, {self.cfg.model.name}, engine={self.engine})"
-
-
-def open_runs(runs: Sequence[str | Path], overrides: Sequence[str] | dict = (), *, engine: str = "torch",
-              device: str | None = None, which: str = "best", threads: int = 0) -> list[Run]:
-    """Every run of ``runs`` (k-fold folders expanded), each opened with the same overrides."""
-    return [Run.open(p, overrides, which=which, device=device, engine=engine, threads=threads)
-            for p in expand_runs(runs)]
-

@@ -74,4 +74,4 @@ def encoder_from_config(cfg) -> TargetEncoder:
     from .models import AGE_BINS
 
     dist = cfg.model.head == "multi" and cfg.model.age_head == "dist"
-    return TargetEncoder(AGE_BINS if dist else 0, cfg.model.age_sigma, partial=bool(cfg.data.sources))
+    return TargetEncoder(AGE_BINS if dist else 0, partial=bool(cfg.data.sources))

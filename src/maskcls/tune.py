@@ -4,10 +4,10 @@ The search space is ``tune.space``: dotted config key -> ``{low, high, log}``
 (float), ``{low, high, int: true}`` (int) or ``{choices: [...]}``. A trial is a
 plain ``engine.fit`` of the config with the sampled values; it reports its
 validation macro F1 after every epoch and a MedianPruner stops weak trials
-early. The study lives in a database (``tune.storage``, default a sqlite file
+early. The study lives in a database (``--storage``, default a sqlite file
 in ``<project>/<study>/``) and is opened with ``load_if_exists``, so several
 workers, even on several machines sharing a database URL, fill one study.
-``tune.n_trials`` is the budget of the whole study, not of one worker: Optuna's
+``--n-trials`` is the budget of the whole study, not of one worker: Optuna's
 ``MaxTrialsCallback`` stops a worker once finished plus running trials reach
 it, and a trial that another worker's trial beat to the last slot ends before
 training (see ``over_budget``), so the workers together finish exactly
@@ -108,7 +108,7 @@ class BudgetSpent(Exception):
 
 
 def budget_states() -> tuple:
-    """Trial states that use up ``tune.n_trials``: finished, pruned, and running on some worker."""
+    """Trial states that use up the study's ``n_trials``: finished, pruned, and running on some worker."""
     from optuna.trial import TrialState
 
     return TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING
@@ -157,29 +157,39 @@ def open_storage(url: str):
     return retry_race(make, "study storage")
 
 
-def run_tune(cfg: Config) -> dict:
-    """Run (or join) the study ``tune.study``; returns the best value, params and exported YAML."""
+def run_tune(cfg: Config, *, n_trials: int = 20, timeout: float | None = None, storage: str | None = None,
+             study: str = "maskcls") -> dict:
+    """Run (or join) the study ``study`` over ``tune.space``; returns the best value, params and exported YAML.
+
+    ``n_trials``: trials of the whole study, shared by all workers on its
+    storage; ``timeout``: seconds for this worker; ``storage``: database URL
+    (postgresql://... for many machines), default sqlite in ``<project>/<study>/``.
+    These steer one search, not the recipe, so they are arguments (``maskcls
+    tune --n-trials/--timeout/--storage/--study``), not config keys.
+    """
     import optuna
     from optuna.study import MaxTrialsCallback
 
-    t = cfg.tune
-    check_space(t.space, cfg)
+    if n_trials < 1:
+        raise ConfigError(f"--n-trials must be 1 or more, got {n_trials}")
+    space, name = cfg.tune.space, study
+    check_space(space, cfg)
     check_before_training(cfg)  # device, model name, paths: before the study and its folder exist
-    folder = Path(cfg.project) / t.study
+    folder = Path(cfg.project) / name
     folder.mkdir(parents=True, exist_ok=True)
-    storage = t.storage or f"sqlite:///{folder.resolve() / 'study.db'}"
+    storage = storage or f"sqlite:///{folder.resolve() / 'study.db'}"
     rdb = open_storage(storage)
     study = retry_race(lambda: optuna.create_study(
-        study_name=t.study, storage=rdb, load_if_exists=True, direction="maximize",
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)), f"study '{t.study}'")
+        study_name=name, storage=rdb, load_if_exists=True, direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)), f"study '{name}'")
     used = len(study.get_trials(deepcopy=False, states=budget_states()))
-    log.info("study %s in %s (%d of %d trials used or running)", t.study, storage, used, t.n_trials)
+    log.info("study %s in %s (%d of %d trials used or running)", name, storage, used, n_trials)
 
     def objective(trial: "optuna.Trial") -> float:
-        if over_budget(study, trial.number, t.n_trials):
+        if over_budget(study, trial.number, n_trials):
             study.stop()
-            raise BudgetSpent(f"trial {trial.number}: the study's {t.n_trials} trials are taken by other workers")
-        values = {key: suggest(trial, key, spec) for key, spec in t.space.items()}
+            raise BudgetSpent(f"trial {trial.number}: the study's {n_trials} trials are taken by other workers")
+        values = {key: suggest(trial, key, spec) for key, spec in space.items()}
         trial_cfg = trial_config(cfg, values)
         run_dir = folder / f"trial{trial.number}"
         trial.set_user_attr("run_dir", str(run_dir))
@@ -194,22 +204,22 @@ def run_tune(cfg: Config) -> dict:
         result = fit(trial_cfg, run_dir=run_dir, on_epoch=report)
         return float(result["best_f1"])
 
-    if used < t.n_trials:
-        study.optimize(objective, n_trials=t.n_trials - used, timeout=t.timeout, gc_after_trial=True,
-                       catch=(BudgetSpent,), callbacks=[MaxTrialsCallback(t.n_trials, states=budget_states())])
+    if used < n_trials:
+        study.optimize(objective, n_trials=n_trials - used, timeout=timeout, gc_after_trial=True,
+                       catch=(BudgetSpent,), callbacks=[MaxTrialsCallback(n_trials, states=budget_states())])
     finished = study.get_trials(deepcopy=False, states=budget_states()[:2])
-    out = {"study": t.study, "storage": storage, "trials": len(finished)}
+    out = {"study": name, "storage": storage, "trials": len(finished)}
     try:
         best = study.best_trial
     except ValueError:
-        log.warning("no trial of study %s has finished; nothing to export", t.study)
+        log.warning("no trial of study %s has finished; nothing to export", name)
         return out
     try:
         study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
     except Exception as e:  # a summary table must never fail a finished study
         log.info("trials.csv not written (%s)", e)
     path = export_best(cfg, best.params, folder / "best.yaml",
-                       header=f"study {t.study}, trial {best.number}: val macro F1 {best.value:.4f}")
+                       header=f"study {name}, trial {best.number}: val macro F1 {best.value:.4f}")
     out.update(best_value=best.value, best_params=best.params, best_trial=best.number, best_yaml=str(path),
                best_run=best.user_attrs.get("run_dir"))
     print(f"best trial {best.number}: val macro F1 {best.value:.4f}  {best.params}\n"

@@ -57,12 +57,23 @@ class Decoder:
         return file_digest(item) if Path(item).is_file() else "missing:" + str(item)
 
     def __call__(self, source) -> np.ndarray:
+        return self.with_face(source)[0]
+
+    def with_face(self, source) -> tuple[np.ndarray, bool | None]:
+        """The decoded array and whether a face was found for the framing or crop (None: nothing looked for one).
+
+        False means the photo was framed on its centre as a guess: predict and
+        the service report it as "no face found" rather than silently.
+        """
         img = source if isinstance(source, np.ndarray) else load_rgb(source)
+        found = None
         if self._framer is not None:
-            img = self._framer(img)
+            img, face = self._framer.frame(img)
+            found = face is not None
         if self._prep is not None:
-            img = self._prep(img)
-        return resize(img, self.size)
+            img, prep_found = self._prep.process(img)
+            found = prep_found if prep_found is not None else found
+        return resize(img, self.size), found
 
     def faces(self, img: np.ndarray) -> list:
         """Face boxes (x0, y0, x1, y1) of a decoded photo; empty without a detector."""

@@ -11,25 +11,21 @@ import numpy as np
 
 from ..config import DataConfig
 
-PRESETS = ("base", "custom")
-
 
 class EvalTransform:
     """Callable: uint8 HxWx3 at ``decode_size`` -> float32 3xHxW model input."""
 
     def __init__(self, data: DataConfig, *, mean, std):
-        if data.preset not in PRESETS:
-            raise ValueError(f"unknown preset '{data.preset}'; choose one of {', '.join(PRESETS)}")
         self.size = tuple(int(v) for v in data.image_size)
         dh, dw = data.decode_size
-        self.crop = (int(dh * data.crop_fraction), int(dw * data.crop_fraction)) if data.preset == "custom" else None
+        self.crop = (int(dh * data.crop_fraction), int(dw * data.crop_fraction))
         # albumentations' Normalize: (x - mean * 255) / (std * 255), computed once per uint8 value
         self.mean = np.asarray(mean, np.float32) * 255.0
         self.scale = 1.0 / (np.asarray(std, np.float32) * 255.0)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
-        if self.crop is not None:
-            ch, cw = self.crop
+        ch, cw = self.crop
+        if (ch, cw) != img.shape[:2]:
             h, w = img.shape[:2]
             y0, x0 = (h - ch) // 2, (w - cw) // 2  # albumentations' centre: floor of half the margin
             img = img[y0:y0 + ch, x0:x0 + cw]
@@ -38,14 +34,3 @@ class EvalTransform:
             img = cv2.resize(np.ascontiguousarray(img), (w, h), interpolation=cv2.INTER_LINEAR)
         out = (img.astype(np.float32) - self.mean) * self.scale
         return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
-
-
-def tta_views(x: np.ndarray, tta: list[str]) -> list[np.ndarray]:
-    """NCHW batch and its test-time variants, as ``inference.tta_views`` makes them in torch."""
-    views = [x]
-    if "flip" in tta:
-        views.append(np.ascontiguousarray(x[..., ::-1]))
-    if "shift" in tta:
-        d = max(1, x.shape[-1] // 32)
-        views += [np.roll(x, shift=(0, d), axis=(2, 3)), np.roll(x, shift=(0, -d), axis=(2, 3))]
-    return views

@@ -1,7 +1,7 @@
 """The batches ``fit`` trains and validates on: input path (CPU or tensor) and this rank's share.
 
-One process on the CPU path gets exactly the loaders it always had
-(``make_loader`` with ``make_sampler``, new each epoch). The tensor path
+One process on the CPU path gets a new ``make_loader`` each epoch, drawing
+from the one ``EpochSampler``. The tensor path
 (``data.loader``, see ``gpu_pipeline``) builds its loaders once, so workers live
 across epochs. Under torchrun every rank draws the same epoch order and takes
 its shard (``EpochSampler``), with ``data.batch_size / world`` photos per step,
@@ -24,7 +24,7 @@ from .chin_masks import ChinMasks
 from .dataset import PhotoDataset
 from .gpu_pipeline import BatchTransform, RawImage, gpu_loader, use_gpu_path
 from .loading import make_loader
-from .sampling import EpochSampler, make_sampler
+from .sampling import EpochSampler
 from .transforms import build_transform
 
 
@@ -91,9 +91,7 @@ class Feeds:
             self.train_tf.set_random_seed(aug_seed)
             return self._train
         if not self.d.enabled:
-            sampler = make_sampler(self.cfg.data.sampler, self.train_frame, seed=epoch_seed,
-                                   power=self.cfg.data.sampler_power)
-            return make_loader(self.train_ds, self.cfg, train=True, epoch_seed=epoch_seed, sampler=sampler)
+            return make_loader(self.train_ds, self.cfg, train=True, epoch_seed=epoch_seed, sampler=self.sampler)
         return DataLoader(self.train_ds, batch_size=self.batch, sampler=self.sampler, num_workers=self.cfg.data.workers,
                           drop_last=False)
 

@@ -17,6 +17,8 @@ CUDA, and the CPU path keeps albumentations.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +26,8 @@ from torch.utils.data import DataLoader
 
 from ..config import ConfigError, DataConfig
 
-GPU_PRESETS = ("base", "custom")  # data.preset values BatchTransform implements
+log = logging.getLogger("maskcls")
+
 GPU_AUGMENT = ("none", "basic")  # data.augment values it implements ("real": albumentations only, CPU path)
 
 
@@ -34,10 +37,13 @@ def use_gpu_path(data: DataConfig, device: torch.device) -> bool:
         use = device.type == "cuda"
     else:
         use = data.loader == "gpu"
-    if use and (data.preset not in GPU_PRESETS or data.augment not in GPU_AUGMENT):
-        if data.loader == "auto":
-            return False  # augmentation only albumentations has: stay on the CPU path
-        raise ConfigError(f"data.loader=gpu: data.preset={data.preset} / data.augment={data.augment} has no tensor "
+    if use and data.augment not in GPU_AUGMENT:
+        if data.loader == "auto":  # augmentation only albumentations has: the CPU path, said out loud
+            log.warning("data.loader=auto on %s: data.augment=%s has no tensor version, so training takes the CPU "
+                        "input path (albumentations on CPU workers; slower on a GPU). data.augment=basic runs on the "
+                        "device", device, data.augment)
+            return False
+        raise ConfigError(f"data.loader=gpu: data.augment={data.augment} has no tensor "
                           f"version; use data.loader=cpu, or data.augment={' or '.join(GPU_AUGMENT)}")
     return use
 
@@ -61,15 +67,12 @@ class BatchTransform:
     """
 
     def __init__(self, data: DataConfig, *, train: bool, mean, std):
-        if data.preset not in GPU_PRESETS or (train and data.augment not in GPU_AUGMENT):
-            raise ConfigError(f"data.preset={data.preset} / data.augment={data.augment}: no tensor version; "
-                              f"use data.loader=cpu")
+        if train and data.augment not in GPU_AUGMENT:
+            raise ConfigError(f"data.augment={data.augment}: no tensor version; use data.loader=cpu")
         self.size = tuple(data.image_size)
-        self.crop = None
-        if data.preset == "custom":
-            dh, dw = data.decode_size
-            self.crop = (int(dh * data.crop_fraction), int(dw * data.crop_fraction))
-        self.augment = train and data.augment == "basic" and data.preset == "custom"  # transforms.build_transform
+        dh, dw = data.decode_size
+        self.crop = (int(dh * data.crop_fraction), int(dw * data.crop_fraction))
+        self.augment = train and data.augment == "basic"  # as transforms.build_transform
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.seed = 0

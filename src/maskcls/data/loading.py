@@ -1,13 +1,11 @@
 """From a config to image tables with pixels and DataLoaders (training and inference alike)."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import Config
-from .imageset import ImageSet, image_set  # noqa: F401 (torch-free; re-exported for training)
 from .reader import Report, read_train
 from .splits import holdout
 
@@ -38,5 +36,4 @@ def load_train_frame(cfg: Config, report: Report | None = None) -> pd.DataFrame:
 def load_splits(cfg: Config, report: Report | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The holdout split ``train`` uses (fold ``data.fold`` of round(1 / val_fraction))."""
     frame = load_train_frame(cfg, report)
-    return holdout(frame, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, fold=cfg.data.fold,
-                   by=cfg.data.split)
+    return holdout(frame, val_fraction=cfg.data.val_fraction, seed=cfg.train.seed, fold=cfg.data.fold)

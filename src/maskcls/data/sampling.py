@@ -4,7 +4,8 @@ The 18 classes are far from even (>=60 and incorrect/no mask are rare), so
 ``data.sampler=class`` draws every class about equally often per epoch;
 ``person`` makes each person equally likely however many photos (e.g.
 upsampled copies) the person has. Both draw ``len(frame)`` photos with
-replacement, so an epoch keeps its length.
+replacement, so an epoch keeps its length. ``EpochSampler`` is the one
+sampler: one process, several, CPU or tensor input path alike.
 
 ``data.sampler_power`` softens the balance: weights are ``1 / count**power``,
 so a class is drawn in proportion to ``count**(1 - power)``; 1 is full
@@ -18,8 +19,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import WeightedRandomSampler
-
 from .splits import person_strata
 
 SAMPLERS = ("none", "class", "person")
@@ -70,25 +69,15 @@ def draw_weights(kind: str, frame: pd.DataFrame, power: float = 1.0) -> tuple[np
     return weights / total, max(1, draws)
 
 
-def make_sampler(kind: str, frame: pd.DataFrame, seed: int, power: float = 1.0):
-    """None (plain shuffling) or a torch Sampler for ``kind`` (and the extra sources' shares)."""
-    weights, draws = draw_weights(kind, frame, power)
-    if weights is None:
-        return None
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=draws, replacement=True,
-                                 generator=torch.Generator().manual_seed(seed))
-
-
 class EpochSampler(torch.utils.data.Sampler):
     """The order of one epoch from ``set_epoch(seed)``, optionally one shard of it.
 
-    Used where a loader outlives an epoch (persistent workers) and under
-    torchrun: every rank draws the same sequence (weighted for ``class`` and
-    ``person``, a permutation for ``none``) from the same seed, pads it to a
-    multiple of ``world`` with its first items, and takes positions ``rank``,
-    ``rank + world``, ... So the ranks' batches k together hold exactly the
-    photos of batch k of one process with the whole batch, and the weighting
-    is the one ``make_sampler`` gives.
+    Every rank draws the same sequence (weighted for ``class`` and ``person``,
+    as torch's WeightedRandomSampler draws it; a permutation for ``none``) from
+    the same seed, pads it to a multiple of ``world`` with its first items, and
+    takes positions ``rank``, ``rank + world``, ... So the ranks' batches k
+    together hold exactly the photos of batch k of one process with the whole
+    batch. One process is ``world=1``; a loader may outlive an epoch.
     """
 
     def __init__(self, kind: str, frame: pd.DataFrame, *, rank: int = 0, world: int = 1, seed: int = 0,

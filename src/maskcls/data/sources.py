@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from .. import labels as L
-from ..config import Config, ConfigError, DataConfig, PreprocessConfig
+from ..config import (SOURCE_KINDS as KINDS, SOURCE_MIN_SIZE as MIN_SIZE, Config, ConfigError, DataConfig,
+                      PreprocessConfig, check_source_entries as check_entries)
 from .boxes import BoxesError, is_held_out, read_boxes, shorter_side
 from .decode import Decoder
 from .images import ImageReadError, load_rgb, resize
@@ -45,59 +46,13 @@ from .reader import DataError, Report
 
 log = logging.getLogger("maskcls")
 
-KINDS = ("boxes", "voc")
-ENTRY_KEYS = {"kind", "path", "weight", "classes", "holdout", "min_size", "name"}
 # the names the common public mask sets use (Kaggle face-mask-detection, ch-tseng's good/none/bad)
 VOC_CLASSES = {"with_mask": 0, "good": 0, "mask_weared_incorrect": 1, "with_incorrect_mask": 1, "none": 1,
                "without_mask": 2, "bad": 2}
-MIN_SIZE = 16
 BOX_SEP = "#box="  # an item of the decode cache: "<image path>#box=x0,y0,x1,y1"
 
 
 # ----------------------------------------------------------------------------- entries
-def check_entries(cfg: Config) -> None:
-    """The shape of every ``data.sources`` entry (files are checked when read); one line naming the entry."""
-    total = 0.0
-    for i, e in enumerate(cfg.data.sources):
-        where = f"data.sources[{i}]"
-        if not isinstance(e, dict):
-            raise ConfigError(f"{where}: expected a mapping like {{kind: boxes, path: boxes.csv, weight: 0.25}}, "
-                              f"got {e!r}")
-        unknown = sorted(set(e) - ENTRY_KEYS)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
-                              f"valid: {', '.join(sorted(ENTRY_KEYS))}")
-        if e.get("kind") not in KINDS:
-            raise ConfigError(f"{where}: kind {e.get('kind')!r} is not supported; choose one of {', '.join(KINDS)}")
-        if not e.get("path"):
-            raise ConfigError(f"{where}: needs a path (the boxes CSV, or the VOC folder)")
-        w = e.get("weight")
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < 1:
-            raise ConfigError(f"{where}: weight {w!r} must be a number in (0, 1): the expected share of each "
-                              f"training batch drawn from it")
-        total += float(w)
-        if not isinstance(e.get("holdout", True), bool):
-            raise ConfigError(f"{where}: holdout must be true or false, got {e['holdout']!r}")
-        m = e.get("min_size", MIN_SIZE)
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or m < 1:
-            raise ConfigError(f"{where}: min_size must be a number of pixels >= 1, got {m!r}")
-        classes = e.get("classes") or {}
-        if not isinstance(classes, dict) or any(v not in (0, 1, 2, None) for v in classes.values()):
-            raise ConfigError(f"{where}: classes must map VOC object names to 0 (wear), 1 (incorrect), "
-                              f"2 (not worn) or null (ignore), got {classes!r}")
-        if classes and e["kind"] != "voc":
-            raise ConfigError(f"{where}: classes applies to kind: voc only (a boxes CSV holds mask 0/1/2)")
-    if total >= 1:
-        raise ConfigError(f"data.sources: the weights add up to {total:g}; they are shares of each batch and must "
-                          f"leave the competition photos a part (sum < 1)")
-    if cfg.model.head != "multi":
-        raise ConfigError("data.sources needs model.head=multi: the single 18-way head cannot learn from faces "
-                          "whose gender or age is unknown (the multi head masks those axes out)")
-    if cfg.preprocess.background != "none":
-        raise ConfigError("data.sources frames faces from their boxes; it cannot be used with preprocess.background "
-                          f"({cfg.preprocess.background})")
-
-
 def source_name(entry: dict) -> str:
     """``name``, else the folder of the CSV / the VOC folder's name."""
     if entry.get("name"):

@@ -8,7 +8,6 @@ rare >=60 class appears in every fold.
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,21 +21,11 @@ def person_strata(frame: pd.DataFrame) -> np.ndarray:
     return (frame["gender"].to_numpy(int) * 3 + frame["age_band"].to_numpy(int)).astype(int)
 
 
-def kfold_indices(frame: pd.DataFrame, folds: int, seed: int, by: str = "person") -> list[tuple[np.ndarray, np.ndarray]]:
+def kfold_indices(frame: pd.DataFrame, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, val) row indices of each fold; persons never cross folds."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold  # training install only
+    from sklearn.model_selection import StratifiedGroupKFold  # training install only
 
     strata = person_strata(frame)
-    if by == "image":
-        warnings.warn(
-            "data.split=image puts photos of one person on both sides: validation F1 will be inflated by leaked faces",
-            stacklevel=2,
-        )
-        log.warning("splitting by image: faces leak into validation; use data.split=person for honest scores")
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        return [(tr, va) for tr, va in splitter.split(np.zeros(len(frame)), strata)]
-    if by != "person":
-        raise ValueError(f"unknown split '{by}'; choose person or image")
     groups = frame["person"].to_numpy()
     n_people = len(np.unique(groups))
     if n_people < folds:
@@ -45,8 +34,7 @@ def kfold_indices(frame: pd.DataFrame, folds: int, seed: int, by: str = "person"
     return [(tr, va) for tr, va in splitter.split(np.zeros(len(frame)), strata, groups)]
 
 
-def holdout(frame: pd.DataFrame, *, val_fraction: float, seed: int, fold: int = 0,
-            by: str = "person") -> tuple[pd.DataFrame, pd.DataFrame]:
+def holdout(frame: pd.DataFrame, *, val_fraction: float, seed: int, fold: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One (train, val) split: fold ``fold`` of round(1 / val_fraction) folds.
 
     ``val_fraction=0`` trains on everything (no validation).
@@ -54,7 +42,7 @@ def holdout(frame: pd.DataFrame, *, val_fraction: float, seed: int, fold: int = 
     if val_fraction == 0:
         return frame.reset_index(drop=True), frame.iloc[:0].reset_index(drop=True)
     k = max(2, round(1 / val_fraction))
-    tr, va = kfold_indices(frame, k, seed, by)[fold % k]
+    tr, va = kfold_indices(frame, k, seed)[fold % k]
     return frame.iloc[tr].reset_index(drop=True), frame.iloc[va].reset_index(drop=True)
 
 

@@ -19,7 +19,6 @@ from albumentations.pytorch import ToTensorV2
 
 from ..config import DataConfig
 
-PRESETS = ("base", "custom")
 AUGMENT = ("none", "basic", "real")
 
 
@@ -54,18 +53,15 @@ def _real() -> list:
 
 def build_transform(data: DataConfig, *, train: bool, mean, std) -> A.Compose:
     """Transform of a decoded uint8 image (``decode_size``) into a model tensor."""
-    if data.preset not in PRESETS:
-        raise ValueError(f"unknown preset '{data.preset}'; choose one of {', '.join(PRESETS)}")
     augment = data.augment if train else "none"
     if augment not in AUGMENT:
         raise ValueError(f"unknown data.augment '{augment}'; choose one of {', '.join(AUGMENT)}")
     h, w = data.image_size
     ops: list = _framing() if augment == "real" else []
-    if data.preset == "custom":
-        dh, dw = data.decode_size
-        ops.append(A.CenterCrop(int(dh * data.crop_fraction), int(dw * data.crop_fraction)))
+    dh, dw = data.decode_size
+    ops.append(A.CenterCrop(int(dh * data.crop_fraction), int(dw * data.crop_fraction)))
     ops.append(A.Resize(h, w))
-    if augment == "basic" and data.preset == "custom":
+    if augment == "basic":
         ops += _basic()
     elif augment == "real":
         ops += _real()

@@ -70,6 +70,10 @@ class Preprocessor:
         return np.ascontiguousarray(img[y0:y1, x0:x1])
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        return self.process(img)[0]
+
+    def process(self, img: np.ndarray) -> tuple[np.ndarray, bool | None]:
+        """The preprocessed photo and whether a face was found (None: this configuration looks for none)."""
         img = as_rgb(img)
         face = None
         with self._lock:
@@ -82,7 +86,7 @@ class Preprocessor:
                 img = self.remover(img, face)
         if self.cfg.face_crop:
             img = self.crop(img, face)
-        return img
+        return img, (face is not None) if self.uses_faces else None
 
     def stats(self) -> dict:
         return {"photos": self.photos, "no_face": self.fallbacks}

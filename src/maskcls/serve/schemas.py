@@ -25,6 +25,8 @@ class Result(BaseModel):
 
     class_id: int = Field(..., ge=0, le=17, description="mask*6 + gender*3 + age band")
     mask: Literal["wear", "incorrect", "not_wear"]
+    mask_confidence: float = Field(..., ge=0, le=1, description="probability of this mask state, summed over "
+                                   "gender and age (summary.summarize)")
     gender: Literal["male", "female"]
     age: str = Field(..., description="age band, e.g. 30-59")
     confidence: float = Field(..., ge=0, le=1, description="probability of the predicted class")

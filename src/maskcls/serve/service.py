@@ -7,7 +7,6 @@ goes through the run's own Decoder, exactly as in ``maskcls predict``.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ import numpy as np
 
 from .. import labels as L
 from ..data.decode import Decoder
-from ..decision import decide
-from ..predict import Ensemble
+from ..predict import Ensemble, Predictor
+from ..summary import summarize
 
 
 def _env_int(name: str, default: int) -> int:
@@ -48,39 +47,6 @@ class ServeSettings:
         return cls(**{f.name: _env_int(f"MASKCLS_{f.name.upper()}", getattr(d, f.name)) for f in dataclasses.fields(cls)})
 
 
-def load_ensemble(runs: Sequence[str | Path], engine: str = "torch", threads: int = 0,
-                  overrides: Sequence[str] = ()) -> Ensemble:
-    """Soft-voting ensemble of runs (each a ``Run``) on the CPU (or CUDA) with ``threads`` intra-op threads.
-
-    ``overrides``: ``key=value`` a trained run accepts (e.g. ``preprocess.detector=mtcnn``, ``eval.tta=[flip]``).
-    """
-    if engine not in ("torch", "onnx"):
-        raise ValueError(f"unknown engine '{engine}'; choose torch or onnx")
-    return Ensemble.load(runs, engine=engine, threads=threads, overrides=overrides)
-
-
-def axis_probabilities(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS) -> dict:
-    """Marginals of the 18 class probabilities on the mask, gender and age axes."""
-    cube = np.asarray(p, np.float64).reshape(len(L.Mask), len(L.Gender), len(L.AgeBand))
-    r = lambda v: round(float(v), 4)  # noqa: E731
-    return {
-        "mask": {m.name.lower(): r(v) for m, v in zip(L.Mask, cube.sum((1, 2)))},
-        "gender": {g.name.lower(): r(v) for g, v in zip(L.Gender, cube.sum((0, 2)))},
-        "age": {L.age_name(a, age_thresholds): r(v) for a, v in zip(L.AgeBand, cube.sum((0, 1)))},
-    }
-
-
-def describe_probs(p: np.ndarray, age_thresholds: Sequence[int] = L.DEFAULT_AGE_THRESHOLDS,
-                   min_confidence: float = 0.0, decision: dict | None = None) -> dict:
-    """The served result of one (18,) probability vector: the class by ``decision.decide``,
-    ``low_confidence`` when its probability is under ``min_confidence``."""
-    c = int(decide(np.asarray(p)[None], decision)[0])
-    m, g, a = L.decode(c)
-    return {"class_id": c, "mask": m.name.lower(), "gender": g.name.lower(), "age": L.age_name(a, age_thresholds),
-            "confidence": round(float(p[c]), 4), "low_confidence": bool(p[c] < min_confidence),
-            "probabilities": axis_probabilities(p, age_thresholds)}
-
-
 def low_confidence_warning(confidence: float, threshold: float) -> str:
     return (f"low confidence {confidence:.0%} (under {threshold:.0%}): the model is unsure about this photo; "
             "do not rely on the answer")
@@ -106,14 +72,14 @@ class Service:
     def load(cls, runs: Sequence[str | Path], engine: str = "torch", settings: ServeSettings | None = None,
              face_crop: bool | None = None, overrides: Sequence[str] = ()) -> "Service":
         settings = settings or ServeSettings()
-        return cls(load_ensemble(runs, engine, settings.threads, overrides), runs=[str(r) for r in runs],
-                   engine=engine, settings=settings, face_crop=face_crop)
+        return cls(Ensemble.load(runs, engine=engine, threads=settings.threads, overrides=overrides),
+                   runs=[str(r) for r in runs], engine=engine, settings=settings, face_crop=face_crop)
 
     @staticmethod
-    def _face_member(member):
-        twin = copy.copy(member)  # shares the model; only the decoder differs
-        twin.decoder = Decoder(member.cfg.data, dataclasses.replace(member.cfg.preprocess, face_crop=False))
-        return twin
+    def _face_member(member: Predictor) -> Predictor:
+        """The same run (and model) with a decoder that only resizes: the crop is made here."""
+        return Predictor(member.run, Decoder(member.cfg.data, dataclasses.replace(member.cfg.preprocess,
+                                                                                   face_crop=False)))
 
     def info(self) -> dict:
         cfg = self.ensemble.cfg
@@ -154,8 +120,9 @@ class Service:
                 probs[rows] = ens.predict_images([jobs[k][2] for k in rows], photos=ens is self.ensemble)
         out = [{"width": int(img.shape[1]), "height": int(img.shape[0]), "faces": []} for img in images]
         for (i, box, _), p in zip(jobs, probs):
-            out[i]["faces"].append({"box": box, "result": describe_probs(p, self.thresholds, self.min_confidence,
-                                                                         self.ensemble.decision)})
+            out[i]["faces"].append({"box": box, "result": summarize(p, decision=self.ensemble.decision,
+                                                                    thresholds=self.thresholds,
+                                                                    min_confidence=self.min_confidence)})
         for r in out:
             r.update(r["faces"][0]["result"])
             r["warnings"] = self.warnings() + ([low_confidence_warning(r["confidence"], self.min_confidence)]

