@@ -16,6 +16,7 @@ from maskcls.config import ConfigError, load_config
 from maskcls.data.boxes import BoxesError, is_held_out, read_boxes, split_boxes
 from maskcls.data.demo import draw_face
 from maskcls.data.reader import DataError
+from maskcls.losses import loss_from_config
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -55,7 +56,6 @@ def source(csv, weight=0.3, **extra):
 @pytest.mark.parametrize("loss", ["ce", "focal", "smoothing", "f1"])
 @pytest.mark.parametrize("age_head", ["dist", "band"])
 def test_unknown_axis_sends_no_gradient_to_its_head(loss, age_head):
-    from maskcls.losses import loss_from_config
     from maskcls.models import AGE_BINS
     from maskcls.targets import TargetEncoder
 
@@ -76,7 +76,6 @@ def test_unknown_axis_sends_no_gradient_to_its_head(loss, age_head):
 
 
 def test_a_batch_without_any_gender_is_finite_and_leaves_the_head_alone():
-    from maskcls.losses import loss_from_config
     from maskcls.targets import TargetEncoder
 
     crit = loss_from_config(load_config().loss, "multi", TargetEncoder(0, partial=True))
@@ -88,7 +87,6 @@ def test_a_batch_without_any_gender_is_finite_and_leaves_the_head_alone():
 
 def test_full_labels_give_the_same_loss_with_and_without_partial_columns():
     """The known columns change nothing for fully labelled rows (the competition photos)."""
-    from maskcls.losses import loss_from_config
     from maskcls.models import AGE_BINS
     from maskcls.targets import TargetEncoder
 
@@ -99,6 +97,15 @@ def test_full_labels_give_the_same_loss_with_and_without_partial_columns():
     partial = loss_from_config(cfg.loss, "multi", TargetEncoder(AGE_BINS, partial=True))(
         logits, torch.cat([y, torch.full((5, 1), 3)], 1))
     assert torch.allclose(plain, partial)
+
+
+def test_a_run_with_sources_masks_unknown_axes(boxes_csv):
+    from maskcls.targets import TargetEncoder, encoder_from_config
+
+    assert encoder_from_config(load_config(None, [source(boxes_csv)])).partial
+    assert not encoder_from_config(load_config()).partial  # without sources: the targets of before
+    with pytest.raises(ValueError, match="partial=True"):
+        TargetEncoder()(torch.tensor([[12, 0, 0]]))
 
 
 def test_dataset_yields_which_axes_are_known():

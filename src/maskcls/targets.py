@@ -56,6 +56,9 @@ class TargetEncoder:
         if y.dim() == 2 and y.shape[1] not in (2, 3):
             raise ValueError(f"targets of width {y.shape[1]} do not fit {self.width} (18 classes + {self.age_bins} ages"
                              f"{' + 2 known flags' if self.partial else ''})")
+        if y.dim() == 2 and y.shape[1] == 3 and not self.partial:  # never train a placeholder gender or age
+            raise ValueError("targets say which axes are known (data.sources) but the encoder ignores them: "
+                             "build it with partial=True")
         parts = [F.one_hot(self.classes(y).long(), NUM_CLASSES).float()]
         if self.age_bins:
             if y.dim() != 2:
