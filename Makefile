@@ -16,8 +16,8 @@ install: $(BIN)/python
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[train,dev,mtcnn]"
 
-# The main job on a built-in default: the shipped model checks every face of drawn sample photos (no data, no
-# training, no torch): faces.csv and annotated copies in runs/demo/. `maskcls demo` trains a model on drawn data.
+# The main job on a built-in default: the shipped model checks every face of the sample photos (a public-domain
+# portrait with masks drawn on, made on the spot; no data, no training, no torch): faces.csv and annotated copies in runs/demo/. `maskcls demo` trains a model on drawn data.
 demo: $(BIN)/python
 	$(BIN)/pip install -q -e ".[serve,scenes]"
 	$(BIN)/python -m maskcls.data.samples data/samples

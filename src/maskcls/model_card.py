@@ -297,7 +297,4 @@ def write_shipped_card(out: str | Path, run_dir: str | Path | None = None, model
             ("#" + ln if ln.startswith("#") else ln) for ln in body.strip().splitlines()]]
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, "\n".join(lines) + "\n")
