@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[train]"
 
 dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[train,dev,mtcnn]"
+	$(BIN)/pip install -q -e ".[train,dev,mtcnn,scenes]"
 
 # The main job on a built-in default: the shipped model checks every face of the sample photos (a public-domain
 # portrait with masks drawn on, made on the spot; no data, no training, no torch): faces.csv and annotated copies in runs/demo/. `maskcls demo` trains a model on drawn data.
