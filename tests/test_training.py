@@ -12,6 +12,7 @@ from maskcls import engine
 from maskcls.checkpoint import load_checkpoint
 from maskcls.config import load_config
 from maskcls.engine import fit
+from maskcls.preprocess.faces import resolve_detector
 from maskcls.runtime import unique_run_dir
 
 
@@ -56,9 +57,11 @@ def test_resume_equals_uninterrupted_and_run_files(tiny_cfg):
     assert run == Path(cfg.project) / "exp"
     assert (run / "weights" / "best.pt").is_file() and (run / "weights" / "last.pt").is_file()
     assert a["best"] == str(run / "weights" / "best.pt")
-    assert load_config(run / "config.yaml") == cfg
+    saved = load_config(run / "config.yaml")
+    assert cfg.preprocess.detector == "auto" and saved.preprocess.detector == resolve_detector("auto") != "auto"
+    assert saved == engine.pin_detector(cfg)  # the resolved config; auto pinned so a run keeps its framing
     state = load_checkpoint(run, "last")
-    assert state["epoch"] == 1 and state["config"] == cfg.to_dict() and "norm" in state
+    assert state["epoch"] == 1 and state["config"] == saved.to_dict() and "norm" in state
     assert 0.0 <= a["best_f1"] <= 1.0 and "f1" in a["metrics"]
     assert (run / "val_metrics.json").is_file() and (run / "log.csv").is_file()
     assert unique_run_dir(cfg.project, "exp") == Path(cfg.project) / "exp2"  # never overwrite a run

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -228,6 +228,7 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     if state is not None:
         cfg = from_dict(state["config"]) if cfg is None else cfg
         run_dir = run_folder(state["path"])
+    cfg = pin_detector(cfg)
     d, decoder, report = prepare(cfg, checked_paths=splits is None)
     train_df, val_df = splits if splits is not None else load_splits(cfg, report)
     run_dir = open_run_folder(cfg, d, run_dir, train_df, val_df, resumed=state is not None)
@@ -239,6 +240,23 @@ def fit(cfg: Config, *, splits: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     t.model = distributed.wrap(d, t.model)  # DDP under torchrun: gradients averaged over ranks
     best_metrics, best_val, wall = run_epochs(cfg, d, t, data, progress, run_dir, state, on_epoch)
     return finish(cfg, d, t, data, report, run_dir, progress, best_metrics, best_val, wall)
+
+
+def pin_detector(cfg: Config) -> Config:
+    """``preprocess.detector=auto`` replaced by the detector it resolves to here, so the run keeps its framing.
+
+    Training frames boxes (``data.sources``) with the resolved detector's
+    geometry; ``auto`` resolved again at load time on another install can
+    pick another detector and frame faces differently (a run trained under
+    MTCNN framing read held-out street faces at 0.878, under CenterFace's
+    0.850: notes/sources.md). config.yaml, checkpoints and ONNX metadata
+    then name the detector the run was trained with; an override still wins.
+    """
+    if cfg.preprocess.detector != "auto":
+        return cfg
+    from .preprocess.faces import resolve_detector
+
+    return replace(cfg, preprocess=replace(cfg.preprocess, detector=resolve_detector("auto")))
 
 
 def prepare(cfg: Config, *, checked_paths: bool) -> tuple[distributed.Dist, Decoder, Report]:

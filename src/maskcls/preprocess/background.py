@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from ..config import ConfigError, PreprocessConfig
-from .faces import Box, _Lazy
+from .faces import Box
+from .learned import Lazy
 
 log = logging.getLogger("maskcls")
 
@@ -107,7 +108,7 @@ def u2net_mask(pred: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(m, np.float32) / 255.0
 
 
-class Rembg(_Lazy):
+class Rembg(Lazy):
     """A u2net-style model: rembg's session if rembg is installed, else onnxruntime directly."""
 
     def __init__(self, model_path: str | None = None):

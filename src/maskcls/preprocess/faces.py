@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..config import ConfigError
-from .learned import Calibration, CenterFace, RetinaFace, ScoredBox
+from .learned import Calibration, CenterFace, Lazy, RetinaFace, ScoredBox
 
 Box = tuple[int, int, int, int]
 
@@ -32,29 +32,7 @@ MIN_FACE = 1 / 8  # smallest face searched, as a share of the photo's shorter si
 CENTRE_FRACTION = 0.75  # the fallback crop keeps this share of each side
 
 
-class _Lazy:
-    """Holds a model that is built on first use and dropped when pickled.
-
-    cv2 and dlib detectors cannot be pickled, but the decode cache sends the
-    decoder (and so this) to worker processes; each worker rebuilds its own.
-    """
-
-    _model = None
-
-    def _build(self):
-        raise NotImplementedError
-
-    @property
-    def model(self):
-        if self._model is None:
-            self._model = self._build()
-        return self._model
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_model"}
-
-
-class Cascade(_Lazy):
+class Cascade(Lazy):
     """One Haar cascade from ``cv2.data.haarcascades`` (optionally on the mirrored photo)."""
 
     def __init__(self, name: str, min_neighbors: int = 5, mirror: bool = False):
@@ -77,7 +55,7 @@ class Cascade(_Lazy):
         return [(w - x1, y0, w - x0, y1) for x0, y0, x1, y1 in boxes] if self.mirror else boxes
 
 
-class EyePairs(_Lazy):
+class EyePairs(Lazy):
     """Faces inferred from pairs of eyes: the part of a face a mask leaves visible.
 
     The box is placed where a frontal cascade would put it: eyes about 0.4 of
@@ -106,7 +84,7 @@ class EyePairs(_Lazy):
         return nms(faces)
 
 
-class DlibHOG(_Lazy):
+class DlibHOG(Lazy):
     """dlib's frontal HOG + linear SVM detector (compiled into the dlib wheel)."""
 
     def __init__(self, upsample: int = 0):
@@ -122,7 +100,7 @@ class DlibHOG(_Lazy):
         return [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
 
 
-class Mtcnn(_Lazy):
+class Mtcnn(Lazy):
     """MTCNN (P-, R- and O-Net cascade of small CNNs) from ``mtcnn-runtime``, on a reduced, padded copy.
 
     A learned detector finds masked faces far more often than the cascades:

@@ -104,18 +104,14 @@ def resized(rgb: np.ndarray, side: int | None, upscale: bool = False) -> tuple[n
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), scale
 
 
-class SceneDetector:
-    """Shared parts: lazy model (dropped when pickled), threshold, calibration, boxes from scored boxes."""
+class Lazy:
+    """Holds a model that is built on first use and dropped when pickled.
+
+    cv2 and dlib detectors cannot be pickled, but the decode cache sends the
+    decoder (and so this) to worker processes; each worker rebuilds its own.
+    """
 
     _model = None
-
-    def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration(),
-                 upscale: bool = False, pad: float = 0.0, flip: bool = False):
-        # side: longer side of the working copy (at most, or exactly with upscale); pad: when a pass finds no face, a
-        # second one on a copy with a border of repeated edge pixels (this share of its shorter side), so that a face
-        # crop whose face fills the frame still fits an anchor; flip: also run on the mirror image (turned faces)
-        self.side, self.threshold, self.calibration = side, float(threshold), calibration
-        self.upscale, self.pad, self.flip = upscale, float(pad), flip
 
     def _build(self):
         raise NotImplementedError
@@ -128,6 +124,18 @@ class SceneDetector:
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_model"}
+
+
+class SceneDetector(Lazy):
+    """Shared parts: lazy model (dropped when pickled), threshold, calibration, boxes from scored boxes."""
+
+    def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration(),
+                 upscale: bool = False, pad: float = 0.0, flip: bool = False):
+        # side: longer side of the working copy (at most, or exactly with upscale); pad: when a pass finds no face, a
+        # second one on a copy with a border of repeated edge pixels (this share of its shorter side), so that a face
+        # crop whose face fills the frame still fits an anchor; flip: also run on the mirror image (turned faces)
+        self.side, self.threshold, self.calibration = side, float(threshold), calibration
+        self.upscale, self.pad, self.flip = upscale, float(pad), flip
 
     def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
         """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
