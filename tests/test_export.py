@@ -65,7 +65,8 @@ def test_onnx_single_head_matches_torch(tiny_run, demo_root, tmp_path):
     model = create_model(cfg.model.name, head="single", pretrained=False).eval()
     norm = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
     path = export_model(model, cfg, norm, tmp_path / "single.onnx")
-    ort_pred = Ensemble.load([path], engine="onnx")
+    ort_pred = Ensemble.load([path])  # engine auto: an .onnx file opens with onnxruntime
+    assert ort_pred.members[0].run.engine == "onnx"
     torch_pred = Predictor(Run(model, cfg, norm))
     imgs = images(demo_root, 2)
     assert np.abs(ort_pred.predict_images(imgs) - torch_pred.predict_images(imgs)).max() < 1e-4

@@ -132,12 +132,13 @@ class Ensemble:
 
     @classmethod
     def load(cls, runs: Sequence[str | Path], device: str | None = None, overrides: Sequence[str] = (),
-             engine: str = "torch", threads: int = 0) -> "Ensemble":
+             engine: str = "auto", threads: int = 0) -> "Ensemble":
         """The one way to open runs for prediction: run folders, checkpoints, .onnx files or a k-fold folder
         (its folds), each through ``Run.open`` with the same ``key=value`` overrides.
 
-        ``engine``: "torch" (run folders, checkpoints) or "onnx" (their exported
-        model, or an .onnx file; ``device`` is then the CPU); ``device`` None is
+        ``engine``: "torch" (run folders, checkpoints), "onnx" (their exported
+        model, or an .onnx file; ``device`` is then the CPU) or "auto" (onnx
+        for an .onnx file); ``device`` None is
         the run's ``train.device``; ``threads``: intra-op threads (0: the default).
         """
         if not runs:

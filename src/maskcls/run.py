@@ -189,11 +189,14 @@ class Run:
 
     @classmethod
     def open(cls, path: str | Path, overrides: Sequence[str] | dict = (), which: str = "best",
-             device: str | None = None, engine: str = "torch", threads: int = 0) -> "Run":
+             device: str | None = None, engine: str = "auto", threads: int = 0) -> "Run":
         """A run folder / checkpoint (``engine=torch``) or its exported ONNX model (``engine=onnx``).
 
-        ``device`` None means the config's ``train.device`` (after overrides).
+        ``auto``: onnx for an ``.onnx`` file, else torch. ``device`` None means
+        the config's ``train.device`` (after overrides).
         """
+        if engine == "auto":
+            engine = "onnx" if str(path).endswith(".onnx") else "torch"
         if engine == "onnx":
             return cls._open_onnx(path, overrides, threads)
         if engine != "torch":
