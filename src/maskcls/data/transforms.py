@@ -4,7 +4,8 @@ The seed applied training augmentation to validation, so the "best" model it
 kept collapsed to one class on clean images. Here validation, prediction,
 export and serving all use ``build_transform(..., train=False)``.
 
-Training augmentation is a named preset (``data.augment``):
+Training augmentation is a named preset (``data.augment``; its numbers live in
+``presets.py``, shared with the tensor ops of ``gpu_pipeline.py``):
 - ``none``: crop and resize only;
 - ``basic``: flip, colour jitter, noise (the competition recipe);
 - ``real``: what real photos do to a face that rendered portraits never show:
@@ -18,36 +19,39 @@ import albumentations as A
 from albumentations.pytorch import ToTensorV2
 
 from ..config import DataConfig
+from . import presets as P
 
 AUGMENT = ("none", "basic", "real")
 
 
 def _basic() -> list:
     return [
-        A.HorizontalFlip(p=0.5),
-        A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8),
-        A.GaussNoise(std_range=(0.02, 0.06), p=0.3),
+        A.HorizontalFlip(p=P.FLIP_P),
+        A.ColorJitter(*P.BASIC_JITTER, p=P.BASIC_JITTER_P),
+        A.GaussNoise(std_range=P.NOISE_STD, p=P.BASIC_NOISE_P),
     ]
 
 
 def _framing() -> list:
     """Before the centre crop: zoom, shift, tilt and squash the portrait (photos come in every framing)."""
-    return [A.Affine(scale={"x": (0.8, 1.25), "y": (0.8, 1.25)}, translate_percent=(-0.08, 0.08), rotate=(-12, 12),
-                     border_mode=cv2.BORDER_REFLECT_101, p=0.7)]
+    shift, turn = P.FRAMING_SHIFT, P.FRAMING_ROTATE
+    return [A.Affine(scale={"x": P.FRAMING_SCALE, "y": P.FRAMING_SCALE}, translate_percent=(-shift, shift),
+                     rotate=(-turn, turn), border_mode=cv2.BORDER_REFLECT_101, p=P.FRAMING_P)]
 
 
 def _real() -> list:
     """After the resize to the model's size: colour, then what cameras and compression do."""
     return [
-        A.HorizontalFlip(p=0.5),
-        A.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.06, p=0.8),
-        A.ToGray(p=0.1),
-        A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 7))], p=0.2),
-        A.Downscale(scale_range=(0.3, 0.7), p=0.25),
-        A.ImageCompression(quality_range=(30, 90), p=0.3),
-        A.GaussNoise(std_range=(0.02, 0.06), p=0.2),
-        A.CoarseDropout(num_holes_range=(1, 2), hole_height_range=(0.08, 0.2), hole_width_range=(0.08, 0.2),
-                        fill="random_uniform", p=0.25),
+        A.HorizontalFlip(p=P.FLIP_P),
+        A.ColorJitter(*P.REAL_JITTER, p=P.REAL_JITTER_P),
+        A.ToGray(p=P.GRAY_P),
+        A.OneOf([A.GaussianBlur(blur_limit=P.GAUSS_BLUR_KERNEL, sigma_limit=P.GAUSS_BLUR_SIGMA),
+                 A.MotionBlur(blur_limit=P.MOTION_BLUR_KERNEL)], p=P.BLUR_P),
+        A.Downscale(scale_range=P.DOWNSCALE, p=P.DOWNSCALE_P),
+        A.ImageCompression(quality_range=P.JPEG_QUALITY, p=P.JPEG_P),
+        A.GaussNoise(std_range=P.NOISE_STD, p=P.REAL_NOISE_P),
+        A.CoarseDropout(num_holes_range=P.DROPOUT_HOLES, hole_height_range=P.DROPOUT_SIDE,
+                        hole_width_range=P.DROPOUT_SIDE, fill="random_uniform", p=P.DROPOUT_P),
     ]
 
 
