@@ -32,10 +32,10 @@ $PY -m pytest -q -p no:cacheprovider tests/test_gpu_pipeline.py 2>&1 | tail -1 |
 note "-- 2. model alone / CPU loader / tensor path (workers=$W)"
 timeout 240 $PY benchmarks/gpu_input.py --root "$ROOT" --workers $W 2>&1 | grep -E "batch|Error" | tee -a $SUM
 
-note "-- 3. maskcls train, 3 epochs, data.augment=basic (the ops both paths have), eval batch 256, workers=$W"
+note "-- 3. maskcls train, 3 epochs, the default recipe (data.augment=real, on both paths), eval batch 256, workers=$W"
 for path in cpu gpu; do
   timeout 300 $PY -m maskcls.cli train -q data.root="$ROOT" project=$OUT name=loader_$path data.loader=$path \
-    data.augment=basic data.workers=$W eval.batch_size=256 train.epochs=3 > $OUT/loader_$path.out 2>&1
+    data.workers=$W eval.batch_size=256 train.epochs=3 > $OUT/loader_$path.out 2>&1
   note "data.loader=$path: $(tail -1 $OUT/loader_$path.out)"
   [ -f $OUT/loader_$path/log.csv ] && awk -F, 'NR==1{for(i=1;i<=NF;i++) c[$i]=i; print "epoch,val_f1,train_images_per_s,epoch_s"; next}
     {print $c["epoch"] "," $c["val_f1"] "," $c["train_images_per_s"] "," $c["epoch_s"]}' $OUT/loader_$path/log.csv | tee -a $SUM
