@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -150,6 +150,7 @@ def _csv_property(header: str, rows: list[list[str]]) -> None:
 
 @FAST
 @given(HEADERS, ROWS)
+@example("ImageID", [['"'], ['"']])  # the quote folds a line break into the ImageID (found by the long run)
 def test_any_csv_rows_are_a_table_or_one_clear_error(header, rows):
     _csv_property(header, rows)
 
