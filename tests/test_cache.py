@@ -103,3 +103,14 @@ def test_auto_detector_is_keyed_as_the_detector_it_resolves_to(monkeypatch, inst
     assert auto.digest() == Decoder(DATA, PreprocessConfig(detector=resolved), photos=True).digest()
     assert auto._framer.name == resolved  # the framing geometry follows the detector in use
     assert decoder(face_crop=True).settings()["preprocess"]["detector"] == resolved
+
+
+def test_a_detector_code_revision_gets_a_new_store(monkeypatch):
+    """Crops cached before a detector's boxes changed (its DETECTOR_REVISION) are never reused after."""
+    from maskcls.preprocess import faces
+
+    framed = Decoder(DATA, PreprocessConfig(detector="haar"), photos=True)
+    before, plain = framed.digest(), decoder().digest()
+    monkeypatch.setitem(faces.DETECTOR_REVISION, "haar", "test-rev")
+    assert framed.digest() != before and decoder(face_crop=True, detector="haar").settings()["detector_revision"]
+    assert decoder().digest() == plain  # nothing framed or cropped: no detector in the key

@@ -42,12 +42,14 @@ class Decoder:
 
     def settings(self) -> dict:
         """Everything that changes the output pixels (the cache key)."""
-        from ..preprocess.faces import resolve_detector
+        from ..preprocess.faces import DETECTOR_REVISION, resolve_detector
 
         pre = {k: v for k, v in vars(self.pre).items() if k != "frame_photos"}  # that one is the "framed" key
         pre["detector"] = resolve_detector(pre["detector"])  # "auto" is whichever is installed here
+        revision = DETECTOR_REVISION.get(pre["detector"]) if self._prep or self._framer else None
         return {"decode_size": list(self.size), "preprocess": pre if self._prep else None, "v": 1,
-                **({"framed": pre["detector"]} if self._framer else {})}  # each detector frames its own way
+                **({"framed": pre["detector"]} if self._framer else {}),  # each detector frames its own way
+                **({"detector_revision": revision} if revision else {})}  # and changes in its code change crops
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]

