@@ -1,7 +1,7 @@
 """Rebuild the packaged model from the data: ``make model`` (see configs/shipped.yaml).
 
 1. renders maskfaces into data/maskfaces if it is absent (../shared/maskfaces/build.py, ~10 min on 2 cores);
-2. trains ``configs/shipped.yaml`` (the default recipe + realmasks, its held-out photos kept out) into runs/shipped*;
+2. trains ``configs/shipped.yaml`` (the default recipe + chin masks + realmasks, its held-out photos kept out) into runs/shipped*;
 3. scores the run on the maskfaces public eval split and on ../shared/realfaces (measure only);
 4. exports it at ``--precision`` (fp16: 7 MB for lite0, within the 10 MB limit) to
    src/maskcls/weights/maskcls.onnx, replacing the file (never versioned copies), and

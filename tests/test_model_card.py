@@ -79,3 +79,20 @@ def test_card_gives_accuracy_per_race_gender_and_age_band(run, demo_root):
     m = json.loads((run / "val_metrics.json").read_text())
     assert f"| all | {val['person'].nunique()} | {len(val)} |" in card
     assert abs((val["label"] == val["pred"]).mean() - m["accuracy"]) < 1e-6  # the best epoch's answers
+
+
+def test_shipped_card_says_how_the_run_used_its_data(tmp_path):
+    """The packaged model's card is written from the run's config: realmasks held out or not, chin masks or none."""
+    import yaml
+
+    from maskcls.model_card import write_shipped_card
+
+    def card(data: dict) -> str:
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+        return write_shipped_card(tmp_path / "shipped" / "MODEL_CARD.md", tmp_path).read_text()
+
+    source = {"kind": "boxes", "path": "boxes.csv", "weight": 0.25}
+    shipped = card({"sources": [source], "chin_masks": 0.5})
+    assert "Chin masks**: 50%" in shipped and "outside the held-out 20 %" in shipped
+    plain = card({"sources": [{**source, "holdout": False}]})
+    assert "Chin masks" not in plain and "all of it is used for training" in plain

@@ -222,14 +222,19 @@ def _score(folder: Path | None, name: str, *keys) -> str:
         return TBD
 
 
-def _realmasks_use(folder: Path | None) -> str:
-    """How the run used realmasks: all photos (``holdout: false``) or all but the held-out 20 %."""
+def _run_data(folder: Path | None) -> dict:
+    """The ``data`` section of the run's config.yaml ({} when there is none)."""
     try:
         import yaml
 
-        sources = yaml.safe_load((folder / "config.yaml").read_text())["data"].get("sources") or []
+        return dict(yaml.safe_load((folder / "config.yaml").read_text())["data"] or {})
     except (TypeError, OSError, KeyError, ValueError):
-        sources = []
+        return {}
+
+
+def _realmasks_use(folder: Path | None) -> str:
+    """How the run used realmasks: all photos (``holdout: false``) or all but the held-out 20 %."""
+    sources = _run_data(folder).get("sources") or []
     if any(e.get("holdout", True) is False for e in sources if isinstance(e, dict)):
         return "all of it is used for training (`holdout: false`)"
     return ("its photos outside the held-out 20 % are used for training (`holdout: true`): the held-out photos "
@@ -260,6 +265,9 @@ def write_shipped_card(out: str | Path, run_dir: str | Path | None = None, model
              "owners**: they were used for training only and are **not redistributed** with this project or "
              "model. Source: ch-tseng/Dataset_for_Mask_Wearing (EDEN Social Welfare Foundation, Taiwan, 2020; no "
              "licence stated).",
+             *([f"- **Chin masks**: {chin:.0%} of the rendered incorrect-mask photos are recomposed with the "
+                "person's own mask pulled down to the chin (`data.chin_masks`), so that an incorrectly worn mask is "
+                "not only one below the nose."] if (chin := float(_run_data(folder).get("chin_masks") or 0)) else []),
              "- Gender and age labels come only from maskfaces; realmasks faces train the mask head alone.", "",
              "## Scores", "",
              "| measure | value | how |", "|---|---|---|",
