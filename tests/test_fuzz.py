@@ -151,6 +151,7 @@ def _csv_property(header: str, rows: list[list[str]]) -> None:
 @FAST
 @given(HEADERS, ROWS)
 @example("ImageID", [['"'], ['"']])  # the quote folds a line break into the ImageID (found by the long run)
+@example("", [['"'], ['', '"']])  # ... or into a column name that the message quotes (found by the long run)
 def test_any_csv_rows_are_a_table_or_one_clear_error(header, rows):
     _csv_property(header, rows)
 

@@ -240,3 +240,8 @@ def test_unreadable_inputs(tmp_path):
     with pytest.raises(ImageReadError, match="junk.jpg") as info:
         load_rgb(junk)
     assert len(str(info.value).splitlines()) == 1
+    odd = tmp_path / "two\nlines.jpg"  # a legal file name: the message still names it in one line
+    odd.write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match=r"two\\nlines.jpg") as info:
+        load_rgb(odd)
+    assert "\n" not in str(info.value)

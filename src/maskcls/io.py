@@ -29,6 +29,20 @@ class OutputError(Exception):
     """An output path that cannot be written; ``str(e)`` is one line naming it."""
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``): a message that quotes a file's
+    own content (a column name, an ID with a stray quote before it) stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
+
+
+class OneLineError(Exception):
+    """An error whose message is always one line, whatever data it quotes."""
+
+    def __init__(self, message: object = ""):
+        super().__init__(one_line(str(message)))
+
+
 def check_output(path: str | Path) -> Path:
     """``path`` as a Path whose parent folder exists (made if needed) and is writable; else ``OutputError``."""
     path = Path(path)

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..io import OneLineError
+
 BOX_COLUMNS = ["file", "x0", "y0", "x1", "y1", "mask"]
 OPTIONAL_COLUMNS = ["gender", "age"]
 HOLDOUT_FRACTION = 0.2
 
 
-class BoxesError(ValueError):
-    """A boxes CSV that cannot be read; the message names the file and the problem."""
+class BoxesError(OneLineError, ValueError):
+    """A boxes CSV that cannot be read; the message is one line naming the file and the problem."""
 
 
 def images_dir(csv_path: str | Path) -> Path:

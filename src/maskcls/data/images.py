@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..io import one_line
+
 Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs early
 
 
@@ -15,7 +17,7 @@ class ImageReadError(Exception):
     """An image that cannot be used; ``str(e)`` is one line naming the file."""
 
     def __init__(self, path: str | Path, reason: str):
-        super().__init__(f"{path}: {reason}")
+        super().__init__(one_line(f"{path}: {reason}"))  # a file name may hold a line break
         self.path = str(path)
         self.reason = reason
 

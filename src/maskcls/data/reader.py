@@ -15,6 +15,7 @@ from typing import Sequence
 import pandas as pd
 
 from .. import labels as L
+from ..io import OneLineError
 
 log = logging.getLogger("maskcls")
 
@@ -23,7 +24,7 @@ EVAL_COLUMNS = ("ImageID",)
 PHOTOS_PER_PERSON = 7
 
 
-class DataError(Exception):
+class DataError(OneLineError):
     """Data that cannot be used at all; the message is one line naming the file."""
 
 
