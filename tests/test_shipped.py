@@ -98,3 +98,17 @@ def test_evaluate_the_packaged_model_needs_out(no_env, monkeypatch, tiny_onnx, d
     m = json.loads((tmp_path / "scores" / "eval_metrics.json").read_text())
     assert m["images"] == len(pd.read_csv(answers))
     assert not (tiny_onnx.parent / "eval_metrics.json").exists()
+
+
+def test_packaged_model_was_trained_with_configs_shipped_yaml():
+    """The real packaged file carries its training config: its data recipe is the one configs/shipped.yaml names."""
+    from maskcls.config import load_config
+    from maskcls.run import Run
+
+    if not shipped.PACKAGED.is_file():
+        pytest.skip("no packaged model in this checkout")
+    recipe = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "shipped.yaml"), []).data
+    trained = Run.open(shipped.PACKAGED).cfg.data
+    assert trained.chin_masks == recipe.chin_masks
+    keys = ("kind", "weight", "holdout")  # the path differs by checkout
+    assert [{k: s.get(k) for k in keys} for s in trained.sources] == [{k: s.get(k) for k in keys} for s in recipe.sources]

